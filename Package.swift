@@ -27,10 +27,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Locates the default model and the golden files for tests; not part of any product.
+        .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
-        .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat"]),
+        .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels"]),
-        .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime"]),
-        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime"]),
+        .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
     ]
 )
