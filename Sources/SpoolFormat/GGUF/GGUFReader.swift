@@ -164,11 +164,9 @@ public final class GGUFFile {
 
     public func integer(_ key: String) throws(GGUFError) -> Int? {
         guard let v = metadata[key] else { return nil }
-        guard case .bool = v else {
-            guard let i = v.integer else { throw .wrongMetadataType(key: key, expected: "integer", actual: v.typeName) }
-            return i
-        }
-        throw .wrongMetadataType(key: key, expected: "integer", actual: v.typeName)
+        if case .bool = v { throw .wrongMetadataType(key: key, expected: "integer", actual: v.typeName) }
+        guard let i = v.integer else { throw .wrongMetadataType(key: key, expected: "integer", actual: v.typeName) }
+        return i
     }
 
     public func float(_ key: String) throws(GGUFError) -> Double? {

@@ -14,8 +14,7 @@ public enum GGUFValueType: UInt32, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String { "\(self == .float32 ? "f32" : self == .float64 ? "f64" : "\(rawValueName)")" }
-    private var rawValueName: String {
+    public var description: String {
         switch self {
         case .uint8: "u8"; case .int8: "i8"; case .uint16: "u16"; case .int16: "i16"
         case .uint32: "u32"; case .int32: "i32"; case .float32: "f32"; case .bool: "bool"
