@@ -8,11 +8,13 @@ import SpoolKernelsAVX2
 /// unless the environment says otherwise). An unsupported level silently runs the generic code, so
 /// no caller can reach instructions the CPU lacks.
 public enum Kernels {
-    /// Rows per matmul work chunk: a multiple of the 3-row and 4-row tiles, and small enough that
+    /// Rows per matmul work chunk: a multiple of the 3-, 4- and 16-row tiles, and small enough that
     /// the chunk's w block (96 x 512 floats = 192 KB) stays in L2 while token tiles pass over it.
     static let matmulRowBlock = 96
-    /// Tokens per matmul work chunk: lets small-row matmuls still split across threads.
-    static let matmulTokenBlock = 128
+    /// Work chunks per thread the matmul aims for, so that dynamic claiming evens out the threads.
+    static let matmulChunksPerThread = 4
+    /// Smallest token block when a matmul has too few row blocks and is also split by tokens.
+    static let matmulMinTokenBlock = 32
 
     /// y[t, r] = sum_c w[r, c] * x[t, c]; w: (rows, cols), x: (tokens, cols), y: (tokens, rows).
     /// Work is split into (row block, token block) chunks across the pool's threads; one token uses
@@ -38,8 +40,14 @@ public enum Kernels {
             }
             return
         }
-        let rb = matmulRowBlock, tb = matmulTokenBlock
-        let rowBlocks = (rows + rb - 1) / rb, tokenBlocks = (tokens + tb - 1) / tb
+        // Whole token range per chunk where possible: a chunk repacks its w rows (AVX2 path), so
+        // splitting tokens repeats that work. Split tokens only when row blocks are too few.
+        let rb = matmulRowBlock
+        let rowBlocks = (rows + rb - 1) / rb
+        let wanted = pool.threadCount == 1 ? 1 : pool.threadCount * matmulChunksPerThread
+        let tokenSplit = min((wanted + rowBlocks - 1) / rowBlocks, max(1, tokens / matmulMinTokenBlock))
+        let tb = (tokens + tokenSplit - 1) / tokenSplit
+        let tokenBlocks = (tokens + tb - 1) / tb
         pool.parallelFor(rowBlocks * tokenBlocks) { i in
             let r = i / tokenBlocks, t = i % tokenBlocks
             matmulBlock(

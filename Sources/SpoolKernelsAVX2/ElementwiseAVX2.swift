@@ -24,10 +24,13 @@ public enum ElementwiseAVX2 {
     }
 
     // The stdlib's pointwiseMin/Max, clamped and max() are generic functions that the optimizer
-    // specializes into weak (link-once) symbols. A weak AVX2-compiled copy could be picked by the
-    // linker for a generic-path caller that uses the same specialization, and fault on a CPU without
-    // AVX2, so this module uses only these fully inlined helpers. Check with
-    // `nm .build/release/SpoolKernelsAVX2.build/*.o | grep ' W '`: it must print nothing.
+    // specializes into weak (link-once) symbols. The linker keeps one copy of each weak symbol for
+    // the whole program, so an AVX2-compiled copy of a stdlib specialization could end up serving
+    // baseline callers elsewhere and fault on a CPU without AVX2. This module therefore avoids
+    // stdlib generics that are not fully inlined (these helpers instead; no String, Array, etc.).
+    // Check: `nm .build/release/SpoolKernelsAVX2.build/*.o | grep ' W ' | grep -v SpoolKernelsAVX2`
+    // must print nothing (weak specializations of this module's own functions are harmless: only
+    // AVX2-path code can reach them).
     @inline(__always)
     static func vmax(_ a: V, _ b: V) -> V { a.replacing(with: b, where: a .< b) }
 

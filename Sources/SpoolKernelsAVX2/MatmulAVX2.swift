@@ -13,12 +13,30 @@ public enum MatmulAVX2 {
     /// which stays in the 32 KB L1 while the 3-row w tiles of a row block stream from L2.
     static let kBlock = 512
 
+    /// From this many tokens in a block on, repacking w into 16-row panels (`matmulPacked`) pays
+    /// for itself; below it the dot-product tiles (`matmulDot`) read w in place.
+    public static let packMinTokens = 32
+
     /// Computes y for rows in `rowRange` and tokens in `tokenRange`: one thread's share.
+    @inline(never)
+    public static func matmulBlock(
+        _ w: UnsafePointer<Float>, rows: Int, cols: Int,
+        _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+        rowRange: Range<Int>, tokenRange: Range<Int>
+    ) {
+        if tokenRange.count >= packMinTokens {
+            matmulPacked(w, rows: rows, cols: cols, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
+        } else {
+            matmulDot(w, rows: rows, cols: cols, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
+        }
+    }
+
+    /// Dot-product form: every output is a dot product along cols, 8 lanes wide, reduced at the end.
     /// Register tile: 3 rows x 4 tokens = 12 ymm accumulators + 3 w vectors + 1 x vector = 16 registers.
     /// Loop order per reduction block: token tiles outer, row tiles inner, so the x tile stays in L1
     /// and the whole w row block (up to ~100 rows x 2 KB) in L2 across token tiles.
     @inline(never)
-    public static func matmulBlock(
+    public static func matmulDot(
         _ w: UnsafePointer<Float>, rows: Int, cols: Int,
         _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
         rowRange: Range<Int>, tokenRange: Range<Int>
@@ -32,6 +50,21 @@ public enum MatmulAVX2 {
             let k1 = kb == nk - 1 ? cols : min(cols, (cols * (kb + 1) / nk + 7) & ~7)
             let accumulate = kb > 0
             var t = t0
+            // Two 4-token tiles per 3-row w tile: the second pass finds the w tile in L1.
+            while t + 8 <= t1 {
+                var r = r0
+                while r + 3 <= r1 {
+                    tile3x4(w + r * cols, x + t * cols, ld: cols, k0, k1, y + t * rows + r, ldy: rows, accumulate)
+                    tile3x4(w + r * cols, x + (t + 4) * cols, ld: cols, k0, k1, y + (t + 4) * rows + r, ldy: rows, accumulate)
+                    r += 3
+                }
+                while r < r1 {
+                    tile1x4(w + r * cols, x + t * cols, ld: cols, k0, k1, y + t * rows + r, ldy: rows, accumulate)
+                    tile1x4(w + r * cols, x + (t + 4) * cols, ld: cols, k0, k1, y + (t + 4) * rows + r, ldy: rows, accumulate)
+                    r += 1
+                }
+                t += 8
+            }
             while t + 4 <= t1 {
                 var r = r0
                 while r + 3 <= r1 {
@@ -93,6 +126,15 @@ public enum MatmulAVX2 {
         return q[0] + q[1]
     }
 
+    /// The four horizontal sums at once (fewer shuffles than four `hsum`s).
+    @inline(__always)
+    static func hsum4(_ a: V, _ b: V, _ c: V, _ d: V) -> SIMD4<Float> {
+        let ab = V(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
+        let cd = V(lowHalf: c.lowHalf + c.highHalf, highHalf: d.lowHalf + d.highHalf)
+        let s = V(lowHalf: ab.evenHalf + ab.oddHalf, highHalf: cd.evenHalf + cd.oddHalf)
+        return s.evenHalf + s.oddHalf
+    }
+
     @inline(__always)
     static func put(_ y: UnsafeMutablePointer<Float>, _ v: Float, _ accumulate: Bool) {
         if accumulate { y.pointee += v } else { y.pointee = v }
@@ -123,9 +165,10 @@ public enum MatmulAVX2 {
             a3 = a3.addingProduct(va, xv); b3 = b3.addingProduct(vb, xv); c3 = c3.addingProduct(vc, xv)
             c &+= 8
         }
-        var s = (hsum(a0), hsum(a1), hsum(a2), hsum(a3))
-        var u = (hsum(b0), hsum(b1), hsum(b2), hsum(b3))
-        var v = (hsum(c0), hsum(c1), hsum(c2), hsum(c3))
+        let s4 = hsum4(a0, a1, a2, a3), u4 = hsum4(b0, b1, b2, b3), v4 = hsum4(c0, c1, c2, c3)
+        var s = (s4[0], s4[1], s4[2], s4[3])
+        var u = (u4[0], u4[1], u4[2], u4[3])
+        var v = (v4[0], v4[1], v4[2], v4[3])
         while c < n {
             let fa = wa[c], fb = wb[c], fc = wc[c]
             let g0 = xa[c], g1 = xb[c], g2 = xc[c], g3 = xd[c]

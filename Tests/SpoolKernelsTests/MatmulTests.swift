@@ -10,6 +10,7 @@ final class MatmulTests: XCTestCase {
     static let shapes: [(Int, Int, Int)] = [
         (1, 1, 1), (1, 7, 1), (5, 13, 3), (7, 33, 5), (10, 64, 17), (13, 100, 4), (96, 576, 1),
         (97, 577, 2), (100, 1030, 5), (193, 96, 130), (3, 9, 8), (4, 16, 7), (50, 513, 17), (2, 1536, 3),
+        (37, 1030, 41), (17, 5, 33), (1, 64, 40),
     ]
 
     func check(
@@ -72,6 +73,15 @@ final class MatmulTests: XCTestCase {
                 }
             }
             check(w, x, rows: rows, cols: cols, tokens: tokens, y, "avx2 block")
+            // Both forms on every shape, whatever the block size would pick.
+            y = [Float](repeating: .nan, count: rows * tokens)
+            MatmulAVX2.matmulDot(w, rows: rows, cols: cols, x, into: &y, rowRange: 0..<rs, tokenRange: 0..<tokens)
+            MatmulAVX2.matmulDot(w, rows: rows, cols: cols, x, into: &y, rowRange: rs..<rows, tokenRange: 0..<tokens)
+            check(w, x, rows: rows, cols: cols, tokens: tokens, y, "avx2 dot")
+            y = [Float](repeating: .nan, count: rows * tokens)
+            MatmulAVX2.matmulPacked(w, rows: rows, cols: cols, x, into: &y, rowRange: 0..<rows, tokenRange: 0..<ts)
+            MatmulAVX2.matmulPacked(w, rows: rows, cols: cols, x, into: &y, rowRange: 0..<rows, tokenRange: ts..<tokens)
+            check(w, x, rows: rows, cols: cols, tokens: tokens, y, "avx2 packed")
             var v = [Float](repeating: .nan, count: rows)
             MatmulAVX2.matvecBlock(w, cols: cols, x, into: &v, rowRange: 0..<rs)
             MatmulAVX2.matvecBlock(w, cols: cols, x, into: &v, rowRange: rs..<rows)
