@@ -141,10 +141,13 @@ final class PoolState: Sendable {
         let tag = (claim.load(ordering: .relaxed) >> 32) &+ 1
         // Sequentially consistent: pairs with the worker's store-then-load of its slot state.
         claim.store(tag << 32 | UInt64(chunks), ordering: .sequentiallyConsistent)
+        // A plain load first: spinning workers keep their slot line shared, and a compare-exchange
+        // on it every call would bounce it between cores.
         for slot in slots
-        where slot.state.compareExchange(
-            expected: WorkerSlot.sleeping, desired: WorkerSlot.running, ordering: .sequentiallyConsistent
-        ).exchanged {
+        where slot.state.load(ordering: .sequentiallyConsistent) == WorkerSlot.sleeping
+            && slot.state.compareExchange(
+                expected: WorkerSlot.sleeping, desired: WorkerSlot.running, ordering: .sequentiallyConsistent
+            ).exchanged {
             slot.wake.signal()
         }
         let mine = runClaimed(body)

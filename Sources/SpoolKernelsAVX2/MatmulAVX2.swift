@@ -15,7 +15,7 @@ public enum MatmulAVX2 {
 
     /// From this many tokens in a block on, repacking w into 16-row panels (`matmulPacked`) pays
     /// for itself; below it the dot-product tiles (`matmulDot`) read w in place.
-    public static let packMinTokens = 32
+    public static let packMinTokens = 40
 
     /// Computes y for rows in `rowRange` and tokens in `tokenRange`: one thread's share.
     @inline(never)

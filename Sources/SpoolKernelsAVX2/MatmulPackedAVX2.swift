@@ -56,24 +56,60 @@ extension MatmulAVX2 {
     }
 
     /// panel[k * 16 + i] = w[i * ld + k] for i < rows, 0 for the padding rows.
+    /// Full panels go through 8 x 8 register transposes (the scalar loop costs as much as a
+    /// third of the arithmetic at 32 tokens); the k tail and partial panels element by element.
     @inline(__always)
     static func pack(_ w: UnsafePointer<Float>, ld: Int, rows: Int, kc: Int, into panel: Panel) {
+        var k0 = 0
+        if rows == panelRows {
+            while k0 + 8 <= kc {
+                transpose8x8(w + k0, ld: ld, into: panel + k0 * 16)
+                transpose8x8(w + 8 * ld + k0, ld: ld, into: panel + k0 * 16 + 8)
+                k0 &+= 8
+            }
+        }
         for i in 0..<panelRows {
             if i < rows {
                 let src = w + i * ld
-                var k = 0
+                var k = k0
                 while k < kc {
                     panel[k &* 16 &+ i] = src[k]
                     k &+= 1
                 }
             } else {
-                var k = 0
+                var k = k0
                 while k < kc {
                     panel[k &* 16 &+ i] = 0
                     k &+= 1
                 }
             }
         }
+    }
+
+    /// Rows w[0..<8] x cols 0..<8 to out[k * 16 + i]: the usual unpack / shuffle / lane-swap
+    /// transpose, written as lane selections that LLVM turns into vunpck*ps, vshufps and vperm2f128.
+    @inline(__always)
+    static func transpose8x8(_ w: UnsafePointer<Float>, ld: Int, into out: Panel) {
+        @inline(__always) func row(_ i: Int) -> V { UnsafeRawPointer(w + i * ld).loadUnaligned(as: V.self) }
+        @inline(__always) func lo(_ a: V, _ b: V) -> V { V(a[0], b[0], a[1], b[1], a[4], b[4], a[5], b[5]) }
+        @inline(__always) func hi(_ a: V, _ b: V) -> V { V(a[2], b[2], a[3], b[3], a[6], b[6], a[7], b[7]) }
+        @inline(__always) func pairLo(_ a: V, _ b: V) -> V { V(a[0], a[1], b[0], b[1], a[4], a[5], b[4], b[5]) }
+        @inline(__always) func pairHi(_ a: V, _ b: V) -> V { V(a[2], a[3], b[2], b[3], a[6], a[7], b[6], b[7]) }
+        @inline(__always) func put(_ v: V, _ k: Int) { UnsafeMutableRawPointer(out + k * 16).storeBytes(of: v, as: V.self) }
+        let r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3), r4 = row(4), r5 = row(5), r6 = row(6), r7 = row(7)
+        let t0 = lo(r0, r1), t1 = hi(r0, r1), t2 = lo(r2, r3), t3 = hi(r2, r3)
+        let t4 = lo(r4, r5), t5 = hi(r4, r5), t6 = lo(r6, r7), t7 = hi(r6, r7)
+        // u_j holds column j (rows 0-3) in its low half and column j + 4 in its high half.
+        let u0 = pairLo(t0, t2), u1 = pairHi(t0, t2), u2 = pairLo(t1, t3), u3 = pairHi(t1, t3)
+        let u4 = pairLo(t4, t6), u5 = pairHi(t4, t6), u6 = pairLo(t5, t7), u7 = pairHi(t5, t7)
+        put(V(lowHalf: u0.lowHalf, highHalf: u4.lowHalf), 0)
+        put(V(lowHalf: u1.lowHalf, highHalf: u5.lowHalf), 1)
+        put(V(lowHalf: u2.lowHalf, highHalf: u6.lowHalf), 2)
+        put(V(lowHalf: u3.lowHalf, highHalf: u7.lowHalf), 3)
+        put(V(lowHalf: u0.highHalf, highHalf: u4.highHalf), 4)
+        put(V(lowHalf: u1.highHalf, highHalf: u5.highHalf), 5)
+        put(V(lowHalf: u2.highHalf, highHalf: u6.highHalf), 6)
+        put(V(lowHalf: u3.highHalf, highHalf: u7.highHalf), 7)
     }
 
     /// y[j * ldy + i] (+)= sum_k panel[k * 16 + i] * x[j * ld + k], i < validRows, j < tokens (<= 6).
