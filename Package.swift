@@ -1,8 +1,13 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Only the finished modules are built from main for now: the GGUF reader and writer, the kernel
-// references and the KV cache protocol. The forward pass, runtime and CLI are on the branch
+/// cc1-level target features for the AVX2 kernel module (see the comment at its target).
+let avx2Flags: [String] = ["+avx2", "+fma", "+f16c"].flatMap { feature in
+    ["-Xcc", "-Xclang", "-Xcc", "-target-feature", "-Xcc", "-Xclang", "-Xcc", feature]
+}
+
+// Only the finished modules are built from main for now: the GGUF reader and writer, the kernels
+// and the KV cache protocol. The forward pass, runtime and CLI are on the branch
 // `wip-foundation` until the dequantizer and tokenizer land (issue 2).
 let package = Package(
     name: "Spool",
@@ -12,8 +17,26 @@ let package = Package(
     ],
     targets: [
         .target(name: "SpoolFormat"),
-        .target(name: "SpoolKernels"),
+        // cpuid / xgetbv and a spin-wait hint, which Swift cannot express. Everything x86-specific in it
+        // is behind `#if defined(__x86_64__)`, so it builds unchanged on aarch64.
+        .target(name: "CSpoolSys"),
+        // The AVX2+FMA kernels. These flags turn on the LLVM target features for this module only
+        // (Swift takes its codegen target features from the Clang importer's target options; plain
+        // `-Xcc -mavx2` works too but is a hard error when compiling for aarch64, whereas a cc1
+        // `-target-feature` the target does not know is only a warning there: "'+avx2' is not a
+        // recognized feature for this target (ignoring feature)"). SwiftPM cannot condition
+        // settings on the architecture, and a manifest check of the host architecture would be wrong
+        // for cross builds, so the flags are passed everywhere and every source file of the target is
+        // wrapped in `#if arch(x86_64)`: on aarch64 the module is empty and the warning is the only
+        // effect. Nothing in this module may run before `KernelLevel` has checked cpuid.
+        // (unsafeFlags are allowed because Spool is always the root package.)
+        .target(
+            name: "SpoolKernelsAVX2",
+            swiftSettings: [.unsafeFlags(avx2Flags)]
+        ),
+        .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
+        .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
     ]
 )

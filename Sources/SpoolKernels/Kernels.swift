@@ -1,114 +1,160 @@
-import Foundation
+#if arch(x86_64)
+import SpoolKernelsAVX2
+#endif
 
-/// The kernels the forward pass calls. Each has a scalar twin in `Reference` and a test comparing them.
+/// The kernels the forward pass calls. Each has a scalar twin in `Reference` and tests comparing them.
+///
+/// Every kernel takes a `level` (default `KernelLevel.selected`: the best one this CPU supports,
+/// unless the environment says otherwise). An unsupported level silently runs the generic code, so
+/// no caller can reach instructions the CPU lacks.
 public enum Kernels {
+    /// Rows per matmul work chunk: a multiple of the 3-, 4- and 16-row tiles, and small enough that
+    /// the chunk's w block (96 x 512 floats = 192 KB) stays in L2 while token tiles pass over it.
+    static let matmulRowBlock = 96
+    /// Work chunks per thread the matmul aims for, so that dynamic claiming evens out the threads.
+    static let matmulChunksPerThread = 4
+    /// Smallest token block when a matmul has too few row blocks and is also split by tokens.
+    static let matmulMinTokenBlock = 32
+
     /// y[t, r] = sum_c w[r, c] * x[t, c]; w: (rows, cols), x: (tokens, cols), y: (tokens, rows).
-    /// Rows are split across the pool's threads.
+    /// Work is split into (row block, token block) chunks across the pool's threads; one token uses
+    /// a dedicated matvec. Buffers aligned to 32 or 64 bytes avoid split vector loads (worth ~5-10%
+    /// on the matvec and few-token paths).
     public static func matmul(
         _ w: UnsafePointer<Float>, rows: Int, cols: Int,
-        _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool
+        _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool,
+        level: KernelLevel = .selected
     ) {
-        pool.parallelRanges(rows, granule: 4) { range in
-            matmulRows(w, rows: rows, cols: cols, x, tokens: tokens, into: y, rowRange: range)
+        guard rows > 0, tokens > 0 else { return }
+        guard cols > 0 else {
+            y.initialize(repeating: 0, count: rows * tokens)
+            return
         }
-    }
-
-    /// One thread's share of `matmul`: 4 rows x 4 tokens at a time, 8-wide vectors along `cols`.
-    static func matmulRows(
-        _ w: UnsafePointer<Float>, rows: Int, cols: Int,
-        _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, rowRange: Range<Int>
-    ) {
-        let vecCols = cols & ~7
-        var r = rowRange.lowerBound
-        while r < rowRange.upperBound {
-            let nr = min(4, rowRange.upperBound - r)
-            var t = 0
-            while t < tokens {
-                let nt = min(4, tokens - t)
-                var acc = [SIMD8<Float>](repeating: .zero, count: 16)
-                acc.withUnsafeMutableBufferPointer { acc in
-                    var c = 0
-                    while c < vecCols {
-                        for i in 0..<nr {
-                            let wv = UnsafeRawPointer(w + (r + i) * cols + c).loadUnaligned(as: SIMD8<Float>.self)
-                            for j in 0..<nt {
-                                let xv = UnsafeRawPointer(x + (t + j) * cols + c).loadUnaligned(as: SIMD8<Float>.self)
-                                acc[i * 4 + j] = acc[i * 4 + j].addingProduct(wv, xv)
-                            }
-                        }
-                        c += 8
-                    }
-                    for i in 0..<nr {
-                        for j in 0..<nt {
-                            var s = acc[i * 4 + j].sum()
-                            for cc in vecCols..<cols { s += w[(r + i) * cols + cc] * x[(t + j) * cols + cc] }
-                            y[(t + j) * rows + r + i] = s
-                        }
-                    }
-                }
-                t += 4
+        let level = level.resolved
+        if tokens == 1 {
+            // Memory bound: enough chunks to balance, each large enough to amortize a claim.
+            let perChunk = max(16, (rows / (pool.threadCount * 4) + 3) & ~3)
+            let chunks = (rows + perChunk - 1) / perChunk
+            pool.parallelFor(chunks) { i in
+                let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
+                matvecBlock(w, cols: cols, x, into: y, rowRange: range, level: level)
             }
-            r += 4
+            return
+        }
+        // Whole token range per chunk where possible: a chunk repacks its w rows (AVX2 path), so
+        // splitting tokens repeats that work. Split tokens only when row blocks are too few.
+        let rb = matmulRowBlock
+        let rowBlocks = (rows + rb - 1) / rb
+        let wanted = pool.threadCount == 1 ? 1 : pool.threadCount * matmulChunksPerThread
+        let tokenSplit = min((wanted + rowBlocks - 1) / rowBlocks, max(1, tokens / matmulMinTokenBlock))
+        let tb = (tokens + tokenSplit - 1) / tokenSplit
+        let tokenBlocks = (tokens + tb - 1) / tb
+        pool.parallelFor(rowBlocks * tokenBlocks) { i in
+            let r = i / tokenBlocks, t = i % tokenBlocks
+            matmulBlock(
+                w, rows: rows, cols: cols, x, into: y,
+                rowRange: (r * rb)..<min(rows, (r + 1) * rb), tokenRange: (t * tb)..<min(tokens, (t + 1) * tb),
+                level: level)
         }
     }
 
+    /// One thread's share of `matmul`. `level` must already be resolved.
+    @inline(__always)
+    static func matmulBlock(
+        _ w: UnsafePointer<Float>, rows: Int, cols: Int, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+        rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
+    ) {
+        #if arch(x86_64)
+        if level == .avx2 {
+            MatmulAVX2.matmulBlock(w, rows: rows, cols: cols, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
+            return
+        }
+        #endif
+        MatmulGeneric.matmulBlock(w, rows: rows, cols: cols, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
+    }
+
+    @inline(__always)
+    static func matvecBlock(
+        _ w: UnsafePointer<Float>, cols: Int, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+        rowRange: Range<Int>, level: KernelLevel
+    ) {
+        #if arch(x86_64)
+        if level == .avx2 {
+            MatmulAVX2.matvecBlock(w, cols: cols, x, into: y, rowRange: rowRange)
+            return
+        }
+        #endif
+        MatmulGeneric.matvecBlock(w, cols: cols, x, into: y, rowRange: rowRange)
+    }
+
+    /// out = x / sqrt(mean(x^2) + eps) * weight, per row of n. `out` may be `x`.
     public static func rmsNorm(
         _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, tokens: Int, eps: Float,
-        into out: UnsafeMutablePointer<Float>
+        into out: UnsafeMutablePointer<Float>, level: KernelLevel = .selected
     ) {
-        for t in 0..<tokens {
-            let row = x + t * n
-            var ss: Float = 0
-            for i in 0..<n { ss += row[i] * row[i] }
-            let scale = 1 / (ss / Float(n) + eps).squareRoot()
-            for i in 0..<n { out[t * n + i] = row[i] * scale * weight[i] }
+        #if arch(x86_64)
+        if level.resolved == .avx2 {
+            ElementwiseAVX2.rmsNorm(x, weight: weight, n: n, tokens: tokens, eps: eps, into: out)
+            return
         }
+        #endif
+        ElementwiseGeneric.rmsNorm(x, weight: weight, n: n, tokens: tokens, eps: eps, into: out)
     }
 
-    /// See `Reference.rope`. The angle table per position is computed once per call.
+    /// See `Reference.rope`. Angles come from a process-wide `RopeTable` for (ropeDims, base),
+    /// built on first use and regrown when a larger position appears.
     public static func rope(
         _ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int, ropeDims: Int,
         positions: UnsafePointer<Int32>, base: Float
     ) {
-        let half = ropeDims / 2
-        var invFreq = [Float](repeating: 0, count: half)
-        for i in 0..<half { invFreq[i] = Float(pow(Double(base), -Double(2 * i) / Double(ropeDims))) }
-        var cosT = [Float](repeating: 0, count: half), sinT = [Float](repeating: 0, count: half)
-        for t in 0..<tokens {
-            let pos = Double(positions[t])
-            for i in 0..<half {
-                let theta = pos * Double(invFreq[i])
-                cosT[i] = Float(cos(theta))
-                sinT[i] = Float(sin(theta))
-            }
-            for h in 0..<heads {
-                let v = x + (t * heads + h) * headDim
-                for i in 0..<half {
-                    let a = v[2 * i], b = v[2 * i + 1]
-                    v[2 * i] = a * cosT[i] - b * sinT[i]
-                    v[2 * i + 1] = a * sinT[i] + b * cosT[i]
-                }
-            }
-        }
+        guard tokens > 0, ropeDims > 0 else { return }
+        var maxPosition = 0
+        for t in 0..<tokens { maxPosition = max(maxPosition, Int(positions[t])) }
+        let table = RopeTable.shared(ropeDims: ropeDims, base: base, covering: maxPosition)
+        RopeGeneric.apply(x, tokens: tokens, heads: heads, headDim: headDim, positions: positions, table: table)
     }
 
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, n: Int) {
-        var m = -Float.infinity
-        for i in 0..<n { m = max(m, x[i]) }
-        var sum: Float = 0
-        for i in 0..<n {
-            let e = Foundation.exp(x[i] - m)
-            x[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<n { x[i] *= inv }
+    /// `rope` with a table the caller owns; positions outside it are computed on the fly.
+    public static func rope(
+        _ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int,
+        positions: UnsafePointer<Int32>, table: RopeTable
+    ) {
+        RopeGeneric.apply(x, tokens: tokens, heads: heads, headDim: headDim, positions: positions, table: table)
     }
 
-    public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
-        for i in 0..<count {
-            let g = gate[i]
-            out[i] = g / (1 + Foundation.exp(-g)) * up[i]
+    /// In-place softmax over n values, with a polynomial exp (see `MAX_EXP_REL_ERROR` in the tests).
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, n: Int, level: KernelLevel = .selected) {
+        #if arch(x86_64)
+        if level.resolved == .avx2 {
+            ElementwiseAVX2.softmax(x, n: n)
+            return
         }
+        #endif
+        ElementwiseGeneric.softmax(x, n: n)
+    }
+
+    /// out = silu(gate) * up, elementwise. `out` may be `gate` or `up`.
+    public static func swiglu(
+        _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
+        level: KernelLevel = .selected
+    ) {
+        #if arch(x86_64)
+        if level.resolved == .avx2 {
+            ElementwiseAVX2.swiglu(gate, up, count: count, into: out)
+            return
+        }
+        #endif
+        ElementwiseGeneric.swiglu(gate, up, count: count, into: out)
+    }
+
+    /// out[i] = exp(x[i]) with the kernels' polynomial exp; public so its error can be tested.
+    public static func exp(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>, level: KernelLevel = .selected) {
+        #if arch(x86_64)
+        if level.resolved == .avx2 {
+            ElementwiseAVX2.exp(x, count: count, into: out)
+            return
+        }
+        #endif
+        ElementwiseGeneric.exp(x, count: count, into: out)
     }
 }

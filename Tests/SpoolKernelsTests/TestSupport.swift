@@ -1,0 +1,45 @@
+import SpoolKernels
+import XCTest
+
+/// Error limits, named so a change to one is a visible decision.
+///
+/// Matmul: |y - ref| / sum_c |w[r,c] x[t,c]| (error relative to the magnitude of the terms, which
+/// is what float accumulation in any order can promise; ~K * 2^-24 worst case, far less in practice).
+let MAX_MATMUL_REL_ERROR: Float = 1e-5
+/// Polynomial exp vs Foundation.exp, relative, over [-87, 88].
+let MAX_EXP_REL_ERROR: Float = 5e-7
+/// softmax outputs vs the double-summed reference, relative to the largest output.
+let MAX_SOFTMAX_REL_ERROR: Float = 2e-6
+/// rmsNorm outputs, relative to the largest output of the row.
+let MAX_RMSNORM_REL_ERROR: Float = 2e-6
+/// swiglu outputs, relative to max(|out|, |up| * 1e-3) (silu's own scale near zero).
+let MAX_SWIGLU_REL_ERROR: Float = 2e-6
+/// rope outputs, relative to the largest |x| of the head (table angles vs per-call angles).
+let MAX_ROPE_REL_ERROR: Float = 1e-6
+
+/// Deterministic pseudo-random floats (SplitMix64), so a failure reproduces.
+struct TestRandom {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi).
+    mutating func float(_ lo: Float, _ hi: Float) -> Float {
+        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
+    }
+
+    mutating func floats(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+        (0..<n).map { _ in float(lo, hi) }
+    }
+}
+
+/// The levels to test: every one this machine supports (generic always).
+var testLevels: [KernelLevel] { KernelLevel.supported }
