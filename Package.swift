@@ -6,17 +6,19 @@ let avx2Flags: [String] = ["+avx2", "+fma", "+f16c"].flatMap { feature in
     ["-Xcc", "-Xclang", "-Xcc", "-target-feature", "-Xcc", "-Xclang", "-Xcc", feature]
 }
 
-// Only the finished modules are built from main for now: the GGUF reader and writer, the kernels
-// and the KV cache protocol. The forward pass, runtime and CLI are on the branch
-// `wip-foundation` until the dequantizer and tokenizer land (issue 2).
 let package = Package(
     name: "Spool",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "SpoolFormat", targets: ["SpoolFormat"]),
+        .executable(name: "spool", targets: ["spool"]),
+        .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         .target(name: "SpoolFormat"),
+        .target(name: "SpoolTokenizer", dependencies: ["SpoolFormat"]),
         // cpuid / xgetbv and a spin-wait hint, which Swift cannot express. Everything x86-specific in it
         // is behind `#if defined(__x86_64__)`, so it builds unchanged on aarch64.
         .target(name: "CSpoolSys"),
@@ -36,7 +38,20 @@ let package = Package(
         ),
         .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
+        .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
+        .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
+        .executableTarget(
+            name: "spool",
+            dependencies: [
+                "SpoolRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
+        .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
+        .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
     ]
 )

@@ -1,0 +1,192 @@
+// Llama-family decoder (Llama 2/3, SmolLM, Mistral-style GQA): pre-norm blocks of
+// RMSNorm -> grouped-query attention with rotary positions -> residual, then
+// RMSNorm -> SwiGLU feed-forward -> residual; a final RMSNorm and the LM head.
+
+import SpoolFormat
+import SpoolKV
+import SpoolKernels
+
+public final class LlamaLayer {
+    let attnNorm: [Float]        // (dim)
+    let wq: LinearWeight         // (heads * headDim, dim)
+    let wk: LinearWeight         // (kvHeads * headDim, dim)
+    let wv: LinearWeight         // (kvHeads * headDim, dim)
+    let wo: LinearWeight         // (dim, heads * headDim)
+    let ffnNorm: [Float]         // (dim)
+    let wGate: LinearWeight      // (ffnDim, dim)
+    let wUp: LinearWeight        // (ffnDim, dim)
+    let wDown: LinearWeight      // (dim, ffnDim)
+
+    init(attnNorm: [Float], wq: LinearWeight, wk: LinearWeight, wv: LinearWeight, wo: LinearWeight,
+         ffnNorm: [Float], wGate: LinearWeight, wUp: LinearWeight, wDown: LinearWeight) {
+        self.attnNorm = attnNorm
+        self.wq = wq
+        self.wk = wk
+        self.wv = wv
+        self.wo = wo
+        self.ffnNorm = ffnNorm
+        self.wGate = wGate
+        self.wUp = wUp
+        self.wDown = wDown
+    }
+
+    var weights: [LinearWeight] { [wq, wk, wv, wo, wGate, wUp, wDown] }
+}
+
+public final class LlamaModel: LanguageModel {
+    public let configuration: LlamaConfiguration
+    let embedding: LinearWeight      // (vocab, dim)
+    let layers: [LlamaLayer]
+    let outputNorm: [Float]          // (dim)
+    let output: LinearWeight         // (vocab, dim); the embedding itself when tied
+    private let scratch = Scratch()
+
+    public init(configuration: LlamaConfiguration, embedding: LinearWeight, layers: [LlamaLayer],
+                outputNorm: [Float], output: LinearWeight) {
+        self.configuration = configuration
+        self.embedding = embedding
+        self.layers = layers
+        self.outputNorm = outputNorm
+        self.output = output
+    }
+
+    /// Loads a GGUF file written by llama.cpp's converter (tensor names `blk.N.attn_q.weight` etc.).
+    public convenience init(gguf: GGUFFile) throws(ModelError) {
+        let c = try LlamaConfiguration(gguf: gguf)
+        func tensor(_ name: String, _ shape: [Int]) throws(ModelError) -> GGUFTensorInfo {
+            guard let t = gguf.tensor(named: name) else { throw .format(.missingTensor(name)) }
+            guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
+            return t
+        }
+        func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> LinearWeight {
+            try DenseWeight(gguf: gguf, tensor: tensor(name, [cols, rows]))
+        }
+        func vector(_ name: String, _ n: Int) throws(ModelError) -> [Float] {
+            let w = try DenseWeight(gguf: gguf, tensor: tensor(name, [n]))
+            return Array(UnsafeBufferPointer(start: w.pointer, count: n))
+        }
+        let embedding = try matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim)
+        var layers: [LlamaLayer] = []
+        for i in 0..<c.layers {
+            let p = "blk.\(i)."
+            layers.append(LlamaLayer(
+                attnNorm: try vector(p + "attn_norm.weight", c.dim),
+                wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim),
+                wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim),
+                wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim),
+                wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim),
+                ffnNorm: try vector(p + "ffn_norm.weight", c.dim),
+                wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim),
+                wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim),
+                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim)))
+        }
+        let outputNorm = try vector("output_norm.weight", c.dim)
+        let output = gguf.tensor(named: "output.weight") == nil
+            ? embedding
+            : try matrix("output.weight", rows: c.vocabSize, cols: c.dim)
+        self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+    }
+
+    public var weightBytes: Int {
+        var total = embedding.byteCount + (output === embedding ? 0 : output.byteCount)
+        for l in layers { total += l.weights.reduce(0) { $0 + $1.byteCount } }
+        return total
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        FloatKVCache(geometry: KVGeometry(layers: configuration.layers, kvHeads: configuration.kvHeads,
+                                          queryHeads: configuration.heads, headDim: configuration.headDim,
+                                          capacity: capacity))
+    }
+
+    public func forward(_ tokens: [Int32], start: Int, cache: KVCache, logits selection: LogitsSelection, pool: ThreadPool) throws -> Logits {
+        let c = configuration
+        let n = tokens.count
+        guard n > 0 else { throw ForwardError.emptyInput }
+        guard start + n <= cache.geometry.capacity else {
+            throw ForwardError.contextFull(needed: start + n, capacity: cache.geometry.capacity)
+        }
+        for id in tokens where id < 0 || Int(id) >= c.vocabSize {
+            throw ForwardError.tokenOutOfRange(id: id, vocabSize: c.vocabSize)
+        }
+        let s = scratch
+        s.reserve(tokens: n, c)
+        let x = s.x, xn = s.xn
+        for (t, id) in tokens.enumerated() { embedding.row(Int(id), into: x + t * c.dim) }
+        let positions = (0..<n).map { Int32(start + $0) }
+
+        for (li, layer) in layers.enumerated() {
+            // Attention block.
+            Kernels.rmsNorm(x, weight: layer.attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
+            layer.wq.apply(xn, tokens: n, into: s.q, pool: pool)
+            layer.wk.apply(xn, tokens: n, into: s.k, pool: pool)
+            layer.wv.apply(xn, tokens: n, into: s.v, pool: pool)
+            positions.withUnsafeBufferPointer { pos in
+                Kernels.rope(s.q, tokens: n, heads: c.heads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
+                Kernels.rope(s.k, tokens: n, heads: c.kvHeads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
+            }
+            try cache.store(layer: li, start: start, tokens: n, keys: s.k, values: s.v)
+            cache.attend(layer: li, start: start, tokens: n, queries: s.q, output: s.att, pool: pool)
+            layer.wo.apply(s.att, tokens: n, into: xn, pool: pool)
+            Self.addInPlace(x, xn, count: n * c.dim)
+
+            // Feed-forward block.
+            Kernels.rmsNorm(x, weight: layer.ffnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
+            layer.wGate.apply(xn, tokens: n, into: s.gate, pool: pool)
+            layer.wUp.apply(xn, tokens: n, into: s.up, pool: pool)
+            Kernels.swiglu(s.gate, s.up, count: n * c.ffnDim, into: s.gate)
+            layer.wDown.apply(s.gate, tokens: n, into: xn, pool: pool)
+            Self.addInPlace(x, xn, count: n * c.dim)
+        }
+        cache.commit(upTo: start + n)
+
+        let range = selection.range(tokens: n)
+        var out = Logits(firstIndex: range.lowerBound, count: range.count, vocabSize: c.vocabSize,
+                         values: [Float](repeating: 0, count: range.count * c.vocabSize))
+        guard !range.isEmpty else { return out }
+        let rows = x + range.lowerBound * c.dim
+        Kernels.rmsNorm(rows, weight: outputNorm, n: c.dim, tokens: range.count, eps: c.normEps, into: xn)
+        out.values.withUnsafeMutableBufferPointer { buf in
+            output.apply(xn, tokens: range.count, into: buf.baseAddress!, pool: pool)
+        }
+        return out
+    }
+
+    @inline(__always)
+    static func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { a[i] += b[i] }
+    }
+}
+
+/// Activation buffers reused across forward passes, grown when a larger batch arrives.
+final class Scratch {
+    private(set) var capacity = 0
+    var x = UnsafeMutablePointer<Float>.allocate(capacity: 1)     // (tokens, dim) residual stream
+    var xn = UnsafeMutablePointer<Float>.allocate(capacity: 1)    // (tokens, dim) normed / block output
+    var q = UnsafeMutablePointer<Float>.allocate(capacity: 1)     // (tokens, heads * headDim)
+    var k = UnsafeMutablePointer<Float>.allocate(capacity: 1)     // (tokens, kvHeads * headDim)
+    var v = UnsafeMutablePointer<Float>.allocate(capacity: 1)     // (tokens, kvHeads * headDim)
+    var att = UnsafeMutablePointer<Float>.allocate(capacity: 1)   // (tokens, heads * headDim)
+    var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)  // (tokens, ffnDim)
+    var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)    // (tokens, ffnDim)
+
+    func reserve(tokens: Int, _ c: LlamaConfiguration) {
+        guard tokens > capacity else { return }
+        free()
+        capacity = tokens
+        x = .allocate(capacity: tokens * c.dim)
+        xn = .allocate(capacity: tokens * c.dim)
+        q = .allocate(capacity: tokens * c.qDim)
+        k = .allocate(capacity: tokens * c.kvDim)
+        v = .allocate(capacity: tokens * c.kvDim)
+        att = .allocate(capacity: tokens * c.qDim)
+        gate = .allocate(capacity: tokens * c.ffnDim)
+        up = .allocate(capacity: tokens * c.ffnDim)
+    }
+
+    private func free() {
+        for p in [x, xn, q, k, v, att, gate, up] { p.deallocate() }
+    }
+
+    deinit { free() }
+}
