@@ -21,7 +21,13 @@ let package = Package(
         .target(name: "SpoolTokenizer", dependencies: ["SpoolFormat"]),
         // cpuid / xgetbv and a spin-wait hint, which Swift cannot express. Everything x86-specific in it
         // is behind `#if defined(__x86_64__)`, so it builds unchanged on aarch64.
-        .target(name: "CSpoolSys"),
+        .target(name: "CSpoolSys", dependencies: [.target(name: "CLibURing", condition: .when(platforms: [.linux]))]),
+        // liburing for the io_uring weight reader: header and `-luring` only; CSpoolSys wraps its
+        // static inline helpers (see Sources/CLibURing/shim.h).
+        .systemLibrary(name: "CLibURing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        // Weight I/O: the WeightReader backends (io_uring, pread, mmap), the layer streamer and the
+        // memory-budget planner.
+        .target(name: "SpoolIO", dependencies: ["CSpoolSys"]),
         // The AVX2+FMA kernels. These flags turn on the LLVM target features for this module only
         // (Swift takes its codegen target features from the Clang importer's target options; plain
         // `-Xcc -mavx2` works too but is a hard error when compiling for aarch64, whereas a cc1
@@ -39,7 +45,7 @@ let package = Package(
         .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
-        .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
+        .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),
         .executableTarget(
             name: "spool",
             dependencies: [
@@ -53,5 +59,6 @@ let package = Package(
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
     ]
 )
