@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "spool", targets: ["spool"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
+        .executable(name: "spool-make-model", targets: ["spool-make-model"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -52,6 +53,12 @@ let package = Package(
                 "SpoolRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // Writes a Llama-shaped GGUF of any size with random Q4_0 weights (I/O benchmarks only).
+        .executableTarget(
+            name: "spool-make-model",
+            dependencies: ["SpoolFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/MakeModel"
         ),
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
