@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "spool", targets: ["spool"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
         .executable(name: "spool-make-model", targets: ["spool-make-model"]),
+        .executable(name: "spool-io-bench", targets: ["spool-io-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -59,6 +60,12 @@ let package = Package(
             name: "spool-make-model",
             dependencies: ["SpoolFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/MakeModel"
+        ),
+        // Reads a file as streamed layers with each I/O backend and prints the bandwidth.
+        .executableTarget(
+            name: "spool-io-bench",
+            dependencies: ["SpoolIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/IOBench"
         ),
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
