@@ -79,6 +79,28 @@ final class LayerStreamerTests: XCTestCase {
         }
     }
 
+    func testFallbackReaderStreamsTheSameBytes() throws {
+        let file = try TestFile(size: Self.fileSize)
+        let layers = makeLayers()
+        var o = WeightReaderOptions()
+        o.syscalls = FaultySystemCalls(Faults(uringSetupError: .permissionDenied))
+        let opened = try openWeightReader(path: file.path, backend: .uring, options: o)
+        XCTAssertEqual(opened.reader.backend, .pread)
+        XCTAssertNotNil(opened.fallbackReason)
+        var outputs: [[[UInt8]]] = []
+        for reader in [opened.reader, try openWeightReader(path: file.path, backend: .uring).reader] {
+            let streamer = try LayerStreamer(reader: reader, layers: layers, resident: [3], prefetchDepth: 2)
+            var got: [[UInt8]] = []
+            for i in layers.indices {
+                got.append(try streamer.acquire(i).parts.flatMap { Array($0) })
+                streamer.release(i)
+            }
+            outputs.append(got)
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+        XCTAssertEqual(outputs[0], layers.map { $0.flatMap(file.slice) })
+    }
+
     func testAcquireLeavesTheNextLayersInFlight() throws {
         let file = try TestFile(size: Self.fileSize)
         let layers = makeLayers()

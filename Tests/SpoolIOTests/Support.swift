@@ -40,6 +40,8 @@ struct Faults {
     var wouldBlockEvery = 0
     /// pread at or past this offset fails with EIO.
     var ioErrorAtOffset: Int?
+    /// The n-th io_uring completion (1-based) carries this negative errno instead of its result.
+    var uringErrorAtCompletion: (index: Int, result: Int32)?
     var shortReads = 0
     var interrupts = 0
     var calls = 0
@@ -94,6 +96,7 @@ final class FaultyURing: URingQueue {
     let real: any URingQueue
     let owner: FaultySystemCalls
     var waits = 0
+    var completions = 0
 
     init(_ real: any URingQueue, _ owner: FaultySystemCalls) {
         self.real = real
@@ -115,6 +118,11 @@ final class FaultyURing: URingQueue {
             throw .interrupted // the wait was interrupted; the completion is still in the ring
         }
         var c = try real.waitCompletion()
+        completions += 1
+        if let bad = f.uringErrorAtCompletion, bad.index == completions {
+            c.result = bad.result
+            return c
+        }
         if f.interruptEvery > 0 && waits % f.interruptEvery == 0 && c.result > 0 {
             owner.faults.withLock { $0.interrupts += 1 }
             c.result = -EINTR

@@ -136,6 +136,21 @@ final class WeightReaderTests: XCTestCase {
         }
     }
 
+    func testURingCompletionErrorIsTypedAndTheReaderCarriesOn() throws {
+        let file = try TestFile(size: Self.fileSize)
+        let sys = FaultySystemCalls(Faults(uringErrorAtCompletion: (index: 2, result: -EIO)))
+        let reader = try openWeightReader(path: file.path, backend: .uring, options: options(sys, chunk: 64 << 10)).reader
+        let buffer = try AlignedBuffer(count: 1 << 20)
+        try reader.submit(ReadRequest(id: 0, extent: Extent(offset: 5000, length: 300_000), buffer: buffer))
+        XCTAssertThrowsError(try reader.waitNext()) { error in
+            guard case let IOError.read(_, _, _, errno) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(errno, .ioError)
+        }
+        XCTAssertEqual(reader.inFlight, 0)
+        let again = try reader.read([ReadRequest(id: 1, extent: Extent(offset: 5000, length: 300_000), buffer: buffer)])
+        XCTAssertEqual(Array(again[0].bytes), file.slice(Extent(offset: 5000, length: 300_000)))
+    }
+
     func testBadRequestsAreRefused() throws {
         let file = try TestFile(size: 10_000)
         for backend in IOBackend.allCases {
