@@ -152,7 +152,15 @@ public final class LayerStreamer {
     public func release(_ layer: Int) {
         guard let s = slots.firstIndex(where: { $0.layer == layer && $0.state == .inUse }) else { return }
         slots[s].state = .ready
-        if failure == nil, let last = lastAcquired { try? prefetch(after: last) }
+        guard failure == nil else { return }
+        // Refill the device queue before the next compute; an error here is kept and thrown by the
+        // next acquire.
+        do {
+            if let last = lastAcquired { try prefetch(after: last) }
+            try reader.progress()
+        } catch {
+            fail(error)
+        }
     }
 
     // MARK: - internals

@@ -46,6 +46,9 @@ public final class MMapWeightReader: WeightReader {
 
     public func register(buffers: [AlignedBuffer]) throws(IOError) {}
 
+    /// Nothing to do: the kernel's readahead, started by MADV_WILLNEED at submit, needs no driving.
+    public func progress() throws(IOError) {}
+
     public func submit(_ request: ReadRequest) throws(IOError) {
         let chunks = try table.add(request)
         if let map, let first = chunks.first, let last = chunks.last {

@@ -46,6 +46,9 @@ public final class PReadWeightReader: WeightReader {
 
     public func register(buffers: [AlignedBuffer]) throws(IOError) {}
 
+    /// Nothing to do: the worker threads keep the queue moving on their own.
+    public func progress() throws(IOError) {}
+
     public func submit(_ request: ReadRequest) throws(IOError) {
         let chunks = try table.add(request)
         outstanding += chunks.count

@@ -49,6 +49,8 @@ public protocol URingQueue: AnyObject {
     func submit() throws(Errno) -> Int
     /// Blocks for one completion (may throw EINTR).
     func waitCompletion() throws(Errno) -> URingCompletion
+    /// A completion if one is ready, without blocking.
+    func peekCompletion() throws(Errno) -> URingCompletion?
 }
 
 /// The real thing: libc and liburing (through the CSpoolSys shims).
@@ -129,6 +131,15 @@ final class LiburingQueue: URingQueue {
         var userData: UInt64 = 0
         var result: Int32 = 0
         let rc = spool_uring_wait(ring, &userData, &result)
+        if rc < 0 { throw Errno(-rc) }
+        return URingCompletion(userData: userData, result: result)
+    }
+
+    func peekCompletion() throws(Errno) -> URingCompletion? {
+        var userData: UInt64 = 0
+        var result: Int32 = 0
+        let rc = spool_uring_peek(ring, &userData, &result)
+        if rc == -EAGAIN { return nil }
         if rc < 0 { throw Errno(-rc) }
         return URingCompletion(userData: userData, result: result)
     }

@@ -90,22 +90,41 @@ public final class URingWeightReader: WeightReader {
             } catch {
                 throw .read(path: path, offset: 0, length: 0, error)
             }
-            guard var chunk = submitted.removeValue(forKey: completion.userData) else { continue }
-            let res = Int(completion.result)
-            if res < 0 {
-                let e = Errno(Int32(-res))
-                if e == .interrupted || e == .wouldBlock {
-                    requeue(chunk)
-                } else {
-                    table.finish(chunk, error: table.readError(chunk, e))
-                }
-                continue
+            handle(completion)
+        }
+    }
+
+    public func progress() throws(IOError) {
+        while true {
+            let completion: URingCompletion?
+            do {
+                completion = try retryOnInterrupt { () throws(Errno) in try ring.peekCompletion() }
+            } catch {
+                throw .read(path: path, offset: 0, length: 0, error)
             }
-            switch chunk.absorb(res) {
-            case .finished: table.finish(chunk, error: nil)
-            case .resubmit: requeue(chunk)
-            case .endOfFile: table.finish(chunk, error: table.endOfFileError(chunk))
+            guard let completion else { break }
+            handle(completion)
+        }
+        try pump()
+    }
+
+    /// Accounts for one completion: done, continued after a short read, retried, or failed.
+    private func handle(_ completion: URingCompletion) {
+        guard var chunk = submitted.removeValue(forKey: completion.userData) else { return }
+        let res = Int(completion.result)
+        if res < 0 {
+            let e = Errno(Int32(-res))
+            if e == .interrupted || e == .wouldBlock {
+                requeue(chunk)
+            } else {
+                table.finish(chunk, error: table.readError(chunk, e))
             }
+            return
+        }
+        switch chunk.absorb(res) {
+        case .finished: table.finish(chunk, error: nil)
+        case .resubmit: requeue(chunk)
+        case .endOfFile: table.finish(chunk, error: table.endOfFileError(chunk))
         }
     }
 

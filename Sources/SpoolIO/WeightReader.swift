@@ -72,6 +72,9 @@ public protocol WeightReader: AnyObject {
     /// Blocks until one submitted read has finished (in any order) and returns it. A read that
     /// failed, or whose verify callback threw, is thrown here.
     func waitNext() throws(IOError) -> ReadCompletion
+    /// Collects finished reads without blocking and starts queued ones, so the device queue stays
+    /// full while the caller computes. Call it between layers; it never waits.
+    func progress() throws(IOError)
 }
 
 extension WeightReader {
@@ -101,8 +104,10 @@ public enum IOBackend: String, CaseIterable, Sendable, CustomStringConvertible {
 
 /// Tuning shared by the backends.
 public struct WeightReaderOptions: Sendable {
-    /// Reads in flight at once (io_uring queue entries; pread jobs queued).
-    public var queueDepth = 32
+    /// Chunk reads in flight at once (io_uring queue entries). io_uring completions are collected
+    /// only when the caller waits or calls `progress()`, so queueDepth × chunkSize should cover the
+    /// prefetch window (prefetch depth × layer bytes), or the disk idles during long computes.
+    public var queueDepth = 256
     /// Large extents are split into reads of this size (a multiple of 4096), so one layer is
     /// several reads in flight, which NVMe needs to reach full bandwidth.
     public var chunkSize = 1 << 20

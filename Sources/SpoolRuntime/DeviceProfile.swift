@@ -25,7 +25,8 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
         public var backend: String
         /// Layers in flight ahead of the one computing.
         public var prefetchDepth: Int
-        /// Reads in flight at once (io_uring entries).
+        /// Chunk reads in flight at once (io_uring entries); queueDepth × chunkSize should cover
+        /// prefetchDepth × layer bytes so the disk keeps reading through a long compute.
         public var queueDepth: Int
         /// Size each layer read is split into, e.g. "1M"; default 1 MiB.
         public var chunkSize: String?

@@ -17,6 +17,7 @@ final class RecordingReader: WeightReader {
         try inner.submit(request)
     }
     func waitNext() throws(IOError) -> ReadCompletion { try inner.waitNext() }
+    func progress() throws(IOError) { try inner.progress() }
 }
 
 final class LayerStreamerTests: XCTestCase {

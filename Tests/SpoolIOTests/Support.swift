@@ -44,6 +44,7 @@ struct Faults {
     var uringErrorAtCompletion: (index: Int, result: Int32)?
     var shortReads = 0
     var interrupts = 0
+    var uringReadsPrepared = 0
     var calls = 0
 }
 
@@ -53,6 +54,7 @@ final class FaultySystemCalls: SystemCalls {
     let faults: Mutex<Faults>
 
     init(_ faults: Faults) { self.faults = Mutex(faults) }
+
 
     var snapshot: Faults { faults.withLock { $0 } }
 
@@ -106,9 +108,11 @@ final class FaultyURing: URingQueue {
     func registerBuffers(_ buffers: [UnsafeMutableRawBufferPointer]) throws(Errno) { try real.registerBuffers(buffers) }
     func prepareRead(fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int,
                      userData: UInt64, fixedBufferIndex: Int?) throws(Errno) {
+        owner.faults.withLock { $0.uringReadsPrepared += 1 }
         try real.prepareRead(fd: fd, into: buffer, count: count, offset: offset, userData: userData, fixedBufferIndex: fixedBufferIndex)
     }
     func submit() throws(Errno) -> Int { try real.submit() }
+    func peekCompletion() throws(Errno) -> URingCompletion? { try real.peekCompletion() }
 
     func waitCompletion() throws(Errno) -> URingCompletion {
         waits += 1

@@ -151,6 +151,27 @@ final class WeightReaderTests: XCTestCase {
         XCTAssertEqual(Array(again[0].bytes), file.slice(Extent(offset: 5000, length: 300_000)))
     }
 
+    func testProgressRefillsTheQueueWithoutBlocking() throws {
+        let file = try TestFile(size: Self.fileSize)
+        let sys = FaultySystemCalls(Faults())
+        var o = options(sys, chunk: 64 << 10)
+        o.queueDepth = 2
+        let reader = try URingWeightReader(path: file.path, options: o)
+        let buffer = try AlignedBuffer(count: 2 << 20)
+        let extent = Extent(offset: 0, length: 1 << 20) // 16 chunks, 2 in flight at a time
+        try reader.submit(ReadRequest(id: 0, extent: extent, buffer: buffer))
+        XCTAssertEqual(sys.snapshot.uringReadsPrepared, 2)
+        var rounds = 0
+        while sys.snapshot.uringReadsPrepared < 16 && rounds < 2000 {
+            usleep(1000)
+            try reader.progress()
+            rounds += 1
+        }
+        XCTAssertEqual(sys.snapshot.uringReadsPrepared, 16, "progress() did not move the queue along")
+        let done = try reader.waitNext()
+        XCTAssertEqual(Array(done.bytes), file.slice(extent))
+    }
+
     func testBadRequestsAreRefused() throws {
         let file = try TestFile(size: 10_000)
         for backend in IOBackend.allCases {

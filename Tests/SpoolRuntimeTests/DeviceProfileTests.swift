@@ -20,7 +20,7 @@ final class DeviceProfileTests: XCTestCase {
         XCTAssertEqual(ci.threads, 2)
         XCTAssertEqual(ci.ioBackend, .uring)
         XCTAssertEqual(try ci.memoryBudgetBytes(), 1 << 30)
-        XCTAssertEqual(try ci.readerOptions().queueDepth, 32)
+        XCTAssertEqual(try ci.readerOptions().queueDepth, 256)
         XCTAssertEqual(try DeviceProfile.load(path: repoProfiles + "/sbc-8gb.json").kvBits, 2)
     }
 

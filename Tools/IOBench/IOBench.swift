@@ -38,6 +38,9 @@ struct IOBench: ParsableCommand {
     @Option(help: "Passes over the file.")
     var passes = 1
 
+    @Option(help: "Simulated compute per layer in milliseconds (a sleep between acquire and release), to check that reads overlap compute.")
+    var computeMs = 0.0
+
     func run() throws {
         let layer = try ByteSize.parse(layerSize)
         var options = WeightReaderOptions()
@@ -56,6 +59,7 @@ struct IOBench: ParsableCommand {
             for _ in 0..<passes {
                 for i in layers.indices {
                     _ = try streamer.acquire(i)
+                    if computeMs > 0 { usleep(UInt32(computeMs * 1000)) }
                     streamer.release(i)
                 }
             }
