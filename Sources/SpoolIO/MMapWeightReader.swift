@@ -16,7 +16,7 @@ public final class MMapWeightReader: WeightReader {
     public let fileSize: Int
     public var isDirect: Bool { false }
     public var backend: IOBackend { .mmap }
-    public var inFlight: Int { table.inFlight + queued.count }
+    public var inFlight: Int { table.inFlight }
 
     private let sys: any SystemCalls
     private let map: UnsafeRawPointer?

@@ -45,6 +45,8 @@ public final class URingWeightReader: WeightReader {
 
     deinit {
         // Reads still in the kernel write into caller buffers: reap them before the ring goes.
+        // Anything prepared but never accepted is handed over first, so every wait has an answer.
+        if prepared > 0, (try? ring.submit()) == nil { submitted.removeAll() }
         while !submitted.isEmpty {
             guard let c = try? retryOnInterrupt({ () throws(Errno) in try ring.waitCompletion() }) else { break }
             submitted[c.userData] = nil

@@ -38,6 +38,9 @@ struct IOBench: ParsableCommand {
     @Option(help: "Passes over the file.")
     var passes = 1
 
+    @Option(help: "Memory budget for layer buffers, e.g. 1G: the planner keeps what fits resident and streams the rest.")
+    var memBudget: String?
+
     @Option(help: "Simulated compute per layer in milliseconds (a sleep between acquire and release), to check that reads overlap compute.")
     var computeMs = 0.0
 
@@ -54,8 +57,18 @@ struct IOBench: ParsableCommand {
             let opened = try openWeightReader(path: file, backend: backend, options: options)
             let size = opened.reader.fileSize
             let layers = stride(from: 0, to: size, by: layer).map { [Extent(offset: $0, length: min(layer, size - $0))] }
-            let streamer = try LayerStreamer(reader: opened.reader, layers: layers, prefetchDepth: depth)
+            var resident: Set<Int> = []
+            if let memBudget {
+                let plan = try MemoryPlanner.plan(.init(fixed: [], layerBytes: layers.map(LayerStreamer.bufferBytes),
+                                                        budget: try ByteSize.parse(memBudget), prefetchDepth: depth))
+                resident = Set(plan.resident)
+                print("plan: \(plan.resident.count) resident, \(plan.streamed.count) streamed, ring \(plan.ringSlots) x "
+                      + "\(ByteSize.format(plan.slotBytes)), \(ByteSize.format(plan.totalBytes)) in all, "
+                      + "\(ByteSize.format(plan.streamedBytesPerToken)) read per pass")
+            }
+            let streamer = try LayerStreamer(reader: opened.reader, layers: layers, resident: resident, prefetchDepth: depth)
             let start = now()
+            let waitedBefore = streamer.stats.waitNanoseconds
             for _ in 0..<passes {
                 for i in layers.indices {
                     _ = try streamer.acquire(i)
@@ -65,9 +78,9 @@ struct IOBench: ParsableCommand {
             }
             let seconds = Double(now() - start) / 1e9
             let s = streamer.stats
-            let mb = Double(s.bytesRead) / 1e6
+            let mb = Double(s.streamedBytesRead) / 1e6
             print("\(backend)\tdirect=\(opened.reader.isDirect)\t\(Int(mb)) MB in \(fmt(seconds)) s\t\(Int(mb / seconds)) MB/s"
-                  + "\twaiting \(fmt(100 * s.waitFraction(elapsedNanoseconds: UInt64(seconds * 1e9))))%")
+                  + "\twaiting \(fmt(100 * Double(s.waitNanoseconds - waitedBefore) / (seconds * 1e9)))%")
         }
     }
 
