@@ -31,6 +31,9 @@ final class TestFile {
 /// Which faults the wrapper injects; counters are shared with the test through the Mutex.
 struct Faults {
     var uringSetupError: Errno?
+    /// What /proc/sys/kernel/io_uring_disabled and the seccomp status appear to say (nil: the real ones).
+    var ioURingDisabled: Int?
+    var seccomp: Bool?
     /// Every n-th pread (and io_uring completion) reports fewer bytes than it read.
     var shortReadEvery = 0
     /// Every n-th pread fails with EINTR before reading; every n-th io_uring wait is interrupted
@@ -61,8 +64,8 @@ final class FaultySystemCalls: SystemCalls {
     func open(_ path: String, flags: Int32) throws(Errno) -> Int32 { try real.open(path, flags: flags) }
     func close(_ fd: Int32) { real.close(fd) }
     func fileSize(_ fd: Int32) throws(Errno) -> Int { try real.fileSize(fd) }
-    func ioURingDisabledSetting() -> Int? { real.ioURingDisabledSetting() }
-    func seccompFilterActive() -> Bool { real.seccompFilterActive() }
+    func ioURingDisabledSetting() -> Int? { snapshot.ioURingDisabled ?? real.ioURingDisabledSetting() }
+    func seccompFilterActive() -> Bool { snapshot.seccomp ?? real.seccompFilterActive() }
 
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(Errno) -> Int {
         enum Action { case none, interrupt, wouldBlock, ioError, short }

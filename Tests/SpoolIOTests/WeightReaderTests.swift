@@ -78,6 +78,19 @@ final class WeightReaderTests: XCTestCase {
         }
     }
 
+    func testFallbackReasonNamesTheSysctlAndSeccomp() throws {
+        let file = try TestFile(size: 8192)
+        var o = options(FaultySystemCalls(Faults(uringSetupError: .permissionDenied, ioURingDisabled: 2, seccomp: true)))
+        o.allowFallback = true
+        let reason = try XCTUnwrap(try openWeightReader(path: file.path, options: o).fallbackReason)
+        XCTAssertEqual(reason, "io_uring unavailable (io_uring_setup failed with EPERM (Operation not permitted); "
+            + "/proc/sys/kernel/io_uring_disabled is 2; a seccomp filter is active); using pread")
+        var quiet = options(FaultySystemCalls(Faults(uringSetupError: .noFunction, ioURingDisabled: 0, seccomp: false)))
+        quiet.allowFallback = true
+        XCTAssertEqual(try openWeightReader(path: file.path, options: quiet).fallbackReason,
+                       "io_uring unavailable (io_uring_setup failed with ENOSYS (Function not implemented)); using pread")
+    }
+
     func testShortReadsAreContinued() throws {
         let file = try TestFile(size: Self.fileSize)
         let extents = sampleExtents(fileSize: Self.fileSize, count: 24)
