@@ -71,9 +71,14 @@ final class LayerStreamerTests: XCTestCase {
             // token (the window wraps past the last layer).
             XCTAssertEqual(s.layerReads, 2 + 3 * 8 + 2, "\(backend)")
             XCTAssertEqual(s.acquires, 30)
-            let streamedPerToken = layers.indices.filter { $0 != 0 && $0 != 7 }
-                .flatMap { layers[$0] }.map { min($0.alignedSpan().end, Self.fileSize) - $0.alignedSpan().offset }.reduce(0, +)
-            XCTAssertEqual(s.streamedBytesRead, 3 * streamedPerToken, "\(backend)")
+            func spanBytes(_ l: Int) -> Int {
+                layers[l].map { min($0.alignedSpan().end, Self.fileSize) - $0.alignedSpan().offset }.reduce(0, +)
+            }
+            let streamedPerToken = layers.indices.filter { $0 != 0 && $0 != 7 }.map(spanBytes).reduce(0, +)
+            // Counted as completions are collected: the wrapped prefetches of layers 1 and 2 may or
+            // may not have been collected by the time the last wait returned.
+            XCTAssertGreaterThanOrEqual(s.streamedBytesRead, 3 * streamedPerToken, "\(backend)")
+            XCTAssertLessThanOrEqual(s.streamedBytesRead, 3 * streamedPerToken + spanBytes(1) + spanBytes(2), "\(backend)")
             // Resident layers are read once, at start, and never again.
             XCTAssertEqual(r.submitted.filter { $0 == layers[0][0] }.count, 1)
             XCTAssertEqual(r.submitted.filter { $0 == layers[3][0] }.count, 3)
