@@ -526,7 +526,7 @@ final class GGMLDequantizerTests: XCTestCase {
     // MARK: the default model
 
     /// Decodes every Q4_1 and Q8_0 tensor of the default model: finite values, plausible spread, and
-    /// the first blocks of each tensor equal to the per-value definition.
+    /// every value equal to the per-value definition.
     func testDefaultModelTensorsDecodePlausibly() throws {
         guard let path = try TestAssets.modelPath() else { throw XCTSkip("default model not present; run Tools/fetch-model.sh") }
         let gguf = try GGUFFile(path: path)
@@ -554,17 +554,24 @@ final class GGMLDequantizerTests: XCTestCase {
             stdRange = (min(stdRange.low, std), max(stdRange.high, std))
             largestMean = max(largestMean, abs(mean))
 
-            // The first four blocks against the per-value definition.
-            let bytes = [UInt8](UnsafeRawBufferPointer(rebasing: data[0 ..< 4 * t.type.typeSize]))
-            for blk in 0 ..< 4 {
-                let block = Array(bytes[blk * t.type.typeSize ..< (blk + 1) * t.type.typeSize])
+            // Every value against the per-value definition, read straight from the file's bytes.
+            let raw = data.baseAddress!, size = t.type.typeSize
+            func half(_ o: Int) -> Float { Self.halfValue(UInt16(raw.load(fromByteOffset: o, as: UInt8.self)) | UInt16(raw.load(fromByteOffset: o + 1, as: UInt8.self)) << 8) }
+            var wrong = 0
+            for blk in 0 ..< n / 32 {
+                let o = blk * size, d = half(o)
                 for v in 0 ..< 32 {
-                    let expected: Float = t.type == .q8_0
-                        ? Self.half(block, 0) * Float(Int8(bitPattern: block[2 + v]))
-                        : Self.half(block, 0) * Float(Self.nibble32(block, qs: 4, v)) + Self.half(block, 2)
-                    XCTAssertEqual(y[blk * 32 + v], expected, "\(t.name) block \(blk) value \(v)")
+                    let expected: Float
+                    if t.type == .q8_0 {
+                        expected = d * Float(Int8(bitPattern: raw.load(fromByteOffset: o + 2 + v, as: UInt8.self)))
+                    } else {
+                        let byte = raw.load(fromByteOffset: o + 4 + v % 16, as: UInt8.self)
+                        expected = d * Float(v < 16 ? byte & 0x0F : byte >> 4) + half(o + 2)
+                    }
+                    if y[blk * 32 + v] != expected { wrong += 1 }
                 }
             }
+            XCTAssertEqual(wrong, 0, "\(t.name): values differing from the definition")
             let s = seen[t.type] ?? (0, 0, 0)
             seen[t.type] = (s.tensors + 1, s.values + n, s.seconds + seconds)
         }
