@@ -68,7 +68,7 @@ let package = Package(
             path: "Tools/IOBench"
         ),
         .target(name: "SpoolTestSupport"),
-        .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
+        .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
