@@ -12,9 +12,11 @@ let package = Package(
     products: [
         .executable(name: "spool", targets: ["spool"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
+        .library(name: "SpoolServer", targets: ["SpoolServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .target(name: "SpoolFormat"),
@@ -40,10 +42,22 @@ let package = Package(
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
+        // The OpenAI-compatible HTTP server (spool serve): a Hummingbird front over one compute thread.
+        .target(
+            name: "SpoolServer",
+            dependencies: [
+                "SpoolRuntime", "SpoolTokenizer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // libedit (Debian: libedit-dev) for the chat REPL's line editing and history.
+        .systemLibrary(name: "CEditLine", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         .executableTarget(
             name: "spool",
             dependencies: [
                 "SpoolRuntime",
+                "SpoolServer",
+                "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -53,5 +67,6 @@ let package = Package(
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),
     ]
 )
