@@ -44,17 +44,18 @@ else
   }
   tmux new-session -d -s spool-chat-test -x 160 -y 50 \
     "XDG_STATE_HOME=$tmp/state $SPOOL chat -m $M --temperature 0.9 --seed 1 -n 400; echo CHAT-EXITED-\$?; sleep 30"
-  waitfor '^> ' 60 && ok "prompt appears" || bad "no prompt: $(pane)"
+  waitfor '^>' 60 && ok "prompt appears" || bad "no prompt: $(pane)"
   tmux send-keys -t spool-chat-test "Write a very long story about a dragon who learns to bake bread." Enter
   sleep 2
   tmux send-keys -t spool-chat-test C-c
   waitfor '\[stopped\]' 20 && ok "Ctrl-C stops the reply" || bad "reply not stopped: $(pane)"
-  waitfor '^> $' 10 && ok "prompt returns after Ctrl-C" || bad "no prompt after Ctrl-C: $(pane)"
+  waitfor '^>$' 10 && ok "prompt returns after Ctrl-C" || bad "no prompt after Ctrl-C: $(pane)"
   tmux send-keys -t spool-chat-test "half-typed line"
   sleep 0.3
   tmux send-keys -t spool-chat-test C-c
-  waitfor '\^C' 5 && ok "Ctrl-C at the prompt clears the line" || bad "Ctrl-C at the prompt: $(pane)"
+  waitfor 'half-typed line\^C' 5 && ok "Ctrl-C at the prompt clears the line" || bad "Ctrl-C at the prompt: $(pane)"
   tmux send-keys -t spool-chat-test "/stats" Enter
+  waitfor '^> /stats' 10 && ok "the cleared text is not sent" || bad "cleared text sent: $(pane)"
   waitfor 'context: ' 10 && ok "/stats after a stopped reply" || bad "/stats: $(pane)"
   tmux send-keys -t spool-chat-test "/exit" Enter
   waitfor 'CHAT-EXITED-0' 10 && ok "/exit quits with status 0" || bad "/exit: $(pane)"

@@ -7,22 +7,31 @@ let interrupted = Atomic<Bool>(false)
 
 /// Line editing and persistent history through libedit's readline interface.
 ///
-/// Ctrl-C: the SIGINT handler only sets `interrupted`. It is installed without SA_RESTART, so a
-/// read blocked at the prompt fails with EINTR; our getc hook then reports end of input, readline
-/// returns nil, and the caller sees the flag and treats it as "clear the line" rather than Ctrl-D.
+/// Ctrl-C: the SIGINT handler only sets `interrupted`. At the prompt our getc hook notices the flag
+/// and reports end of input, readline returns nil, and the caller sees the flag and treats it as
+/// "clear the line" rather than Ctrl-D.
 enum LineEditor {
     static func setUp(historyFile: String?) {
         installInterruptHandler()
         spool_editline_configure { stream in
+            // SIGINT may land on any of the process's threads (the async runtime's, the kernel pool's),
+            // so a blocked read here is not reliably interrupted: wait in short polls and look at the flag.
+            let fd = fileno(stream)
             var byte: UInt8 = 0
             while true {
-                let n = Glibc.read(fileno(stream), &byte, 1)
-                if n == 1 { return Int32(byte) }
-                if n < 0, errno == EINTR {
-                    if interrupted.load(ordering: .relaxed) { return EOF }
-                    continue
+                if interrupted.load(ordering: .relaxed) { return EOF }
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&p, 1, 100)
+                if ready == 0 || (ready < 0 && errno == EINTR) { continue }
+                let n = Glibc.read(fd, &byte, 1)
+                if n < 0, errno == EINTR { continue }
+                guard n == 1 else { return EOF }
+                // Should the terminal deliver Ctrl-C as a byte rather than a signal, treat it the same.
+                if byte == 0x03 {
+                    interrupted.store(true, ordering: .relaxed)
+                    return EOF
                 }
-                return EOF
+                return Int32(byte)
             }
         }
         using_history()
@@ -34,7 +43,7 @@ enum LineEditor {
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { _ in interrupted.store(true, ordering: .relaxed) }
         sigemptyset(&action.sa_mask)
-        action.sa_flags = 0  // no SA_RESTART: see the type's comment
+        action.sa_flags = 0
         sigaction(SIGINT, &action, nil)
     }
 
