@@ -62,7 +62,7 @@ let package = Package(
             ]
         ),
         .target(name: "SpoolTestSupport"),
-        .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
+        .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),

@@ -58,8 +58,14 @@ public final class LlamaModel: LanguageModel {
             guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
             return t
         }
+        let activations = Q8Activations()
         func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> LinearWeight {
-            try DenseWeight(gguf: gguf, tensor: tensor(name, [cols, rows]))
+            let t = try tensor(name, [cols, rows])
+            if let format = BlockQuantWeight.format(for: t.type), cols % WeightBlockFormat.blockSize == 0 {
+                return try BlockQuantWeight(format: format, rows: rows, cols: cols, data: gguf.data(of: t), owner: gguf,
+                                            activations: activations, name: name)
+            }
+            return try DenseWeight(gguf: gguf, tensor: t)
         }
         func vector(_ name: String, _ n: Int) throws(ModelError) -> [Float] {
             let w = try DenseWeight(gguf: gguf, tensor: tensor(name, [n]))
