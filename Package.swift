@@ -14,9 +14,11 @@ let package = Package(
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
         .executable(name: "spool-make-model", targets: ["spool-make-model"]),
         .executable(name: "spool-io-bench", targets: ["spool-io-bench"]),
+        .library(name: "SpoolServer", targets: ["SpoolServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .target(name: "SpoolFormat"),
@@ -48,10 +50,22 @@ let package = Package(
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),
+        // The OpenAI-compatible HTTP server (spool serve): a Hummingbird front over one compute thread.
+        .target(
+            name: "SpoolServer",
+            dependencies: [
+                "SpoolRuntime", "SpoolTokenizer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // libedit (Debian: libedit-dev) for the chat REPL's line editing and history.
+        .systemLibrary(name: "CEditLine", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         .executableTarget(
             name: "spool",
             dependencies: [
                 "SpoolRuntime",
+                "SpoolServer",
+                "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,5 +88,6 @@ let package = Package(
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
+        .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),
     ]
 )
