@@ -9,6 +9,7 @@
 
 struct spool_uring {
     struct io_uring ring;
+    unsigned sqe_flags;
 };
 
 spool_uring *spool_uring_create(unsigned entries, int *error) {
@@ -42,8 +43,11 @@ int spool_uring_prep_read(spool_uring *r, int fd, void *buffer, unsigned length,
     if (buffer_index >= 0) io_uring_prep_read_fixed(sqe, fd, buffer, length, offset, buffer_index);
     else io_uring_prep_read(sqe, fd, buffer, length, offset);
     io_uring_sqe_set_data64(sqe, user_data);
+    if (r->sqe_flags) io_uring_sqe_set_flags(sqe, r->sqe_flags);
     return 0;
 }
+
+void spool_uring_set_async(spool_uring *r, int on) { r->sqe_flags = on ? IOSQE_ASYNC : 0; }
 
 int spool_uring_submit(spool_uring *r) { return io_uring_submit(&r->ring); }
 
@@ -77,6 +81,7 @@ int spool_uring_prep_read(spool_uring *r, int fd, void *b, unsigned len, unsigne
     (void)r; (void)fd; (void)b; (void)len; (void)off; (void)ud; (void)bi; return -ENOSYS;
 }
 int spool_uring_submit(spool_uring *r) { (void)r; return -ENOSYS; }
+void spool_uring_set_async(spool_uring *r, int on) { (void)r; (void)on; }
 int spool_uring_wait(spool_uring *r, unsigned long long *u, int *res) { (void)r; (void)u; (void)res; return -ENOSYS; }
 int spool_uring_peek(spool_uring *r, unsigned long long *u, int *res) { (void)r; (void)u; (void)res; return -ENOSYS; }
 #endif

@@ -15,7 +15,9 @@ public struct StreamStats: Sendable, Equatable {
     /// Layer loads issued (a multi-part layer counts once).
     public var layerReads = 0
     public var acquires = 0
-    /// Time acquire spent blocked on reads.
+    /// Time the caller spent inside acquire and release: blocked on its layer's read, and issuing
+    /// prefetches (a submission can block when the device queue is full). Compute is stalled for
+    /// all of it.
     public var waitNanoseconds: UInt64 = 0
     /// Time at least one read was outstanding, as observed by the streamer (completions are seen
     /// when it waits, so this can run long when compute is slower than the disk).
@@ -120,6 +122,8 @@ public final class LayerStreamer {
     public static func bufferBytes(_ parts: [Extent]) -> Int { parts.map(\.bufferBytes).reduce(0, +) }
 
     public func acquire(_ layer: Int) throws(IOError) -> LayerView {
+        let entered = monotonicNanoseconds()
+        defer { stats.waitNanoseconds += monotonicNanoseconds() - entered }
         if let failure { throw failure }
         guard layers.indices.contains(layer) else { throw .invalidRequest("layer \(layer) of \(layers.count)") }
         stats.acquires += 1
@@ -138,11 +142,7 @@ public final class LayerStreamer {
         let s = slot!
         lastAcquired = layer
         try prefetch(after: layer)
-        if slots[s].state != .ready {
-            let start = monotonicNanoseconds()
-            defer { stats.waitNanoseconds += monotonicNanoseconds() - start }
-            while slots[s].state != .ready { try reapOne() }
-        }
+        while slots[s].state != .ready { try reapOne() }
         slots[s].state = .inUse
         return LayerView(layer: layer, parts: partViews[s][0..<layers[layer].count].map { $0! }, isResident: false)
     }
@@ -151,6 +151,8 @@ public final class LayerStreamer {
     /// re-acquire before reuse costs no read).
     public func release(_ layer: Int) {
         guard let s = slots.firstIndex(where: { $0.layer == layer && $0.state == .inUse }) else { return }
+        let entered = monotonicNanoseconds()
+        defer { stats.waitNanoseconds += monotonicNanoseconds() - entered }
         slots[s].state = .ready
         guard failure == nil else { return }
         // Refill the device queue before the next compute; an error here is kept and thrown by the

@@ -18,8 +18,9 @@ public protocol SystemCalls: Sendable {
     func fileSize(_ fd: Int32) throws(Errno) -> Int
     /// One pread(2): the number of bytes read (0 at end of file).
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws(Errno) -> Int
-    /// io_uring_setup with `entries` submission slots.
-    func makeURing(entries: Int) throws(Errno) -> any URingQueue
+    /// io_uring_setup with `entries` submission slots; with `asyncSubmission`, reads are queued
+    /// with IOSQE_ASYNC (see WeightReaderOptions.uringAsyncSubmission).
+    func makeURing(entries: Int, asyncSubmission: Bool) throws(Errno) -> any URingQueue
     /// /proc/sys/kernel/io_uring_disabled (0 allowed, 1 restricted to a group, 2 disabled), or nil
     /// when the file does not exist (older kernels, non-Linux).
     func ioURingDisabledSetting() -> Int?
@@ -77,8 +78,8 @@ public struct LinuxSystemCalls: SystemCalls {
         return n
     }
 
-    public func makeURing(entries: Int) throws(Errno) -> any URingQueue {
-        try LiburingQueue(entries: entries)
+    public func makeURing(entries: Int, asyncSubmission: Bool) throws(Errno) -> any URingQueue {
+        try LiburingQueue(entries: entries, asyncSubmission: asyncSubmission)
     }
 
     public func ioURingDisabledSetting() -> Int? {
@@ -99,10 +100,11 @@ public struct LinuxSystemCalls: SystemCalls {
 final class LiburingQueue: URingQueue {
     private let ring: OpaquePointer
 
-    init(entries: Int) throws(Errno) {
+    init(entries: Int, asyncSubmission: Bool) throws(Errno) {
         var error: Int32 = 0
         guard let r = spool_uring_create(UInt32(clamping: entries), &error) else { throw Errno(error) }
         ring = r
+        spool_uring_set_async(r, asyncSubmission ? 1 : 0)
     }
 
     deinit { spool_uring_destroy(ring) }

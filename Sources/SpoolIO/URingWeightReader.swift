@@ -30,7 +30,7 @@ public final class URingWeightReader: WeightReader {
         try options.validate()
         sys = options.syscalls
         do {
-            ring = try retryOnInterrupt { () throws(Errno) in try options.syscalls.makeURing(entries: options.queueDepth) }
+            ring = try retryOnInterrupt { () throws(Errno) in try options.syscalls.makeURing(entries: options.queueDepth, asyncSubmission: options.uringAsyncSubmission) }
         } catch {
             throw .uringSetup(error)
         }

@@ -10,6 +10,10 @@ import SpoolIO
 ///   "memoryBudget": "1G", "kvBits": 16 }
 /// ```
 /// Unknown keys are refused, so a typo does not silently fall back to a default.
+///
+/// What acts on each field: `io` and `memoryBudget` feed SpoolIO (`readerOptions()`,
+/// `MemoryPlanner`); `threads` the kernel thread pool. `numa` and `kvBits` are validated and carried
+/// but nothing acts on them yet: they wait for NUMA placement (libnuma) and the KIVI cache.
 public struct DeviceProfile: Codable, Equatable, Sendable {
     public enum NUMAPolicy: String, Codable, Sendable, CaseIterable {
         /// Do nothing NUMA-specific (single-node machines).

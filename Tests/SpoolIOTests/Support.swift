@@ -90,9 +90,9 @@ final class FaultySystemCalls: SystemCalls {
         }
     }
 
-    func makeURing(entries: Int) throws(Errno) -> any URingQueue {
+    func makeURing(entries: Int, asyncSubmission: Bool) throws(Errno) -> any URingQueue {
         if let e = faults.withLock({ $0.uringSetupError }) { throw e }
-        return FaultyURing(try real.makeURing(entries: entries), self)
+        return FaultyURing(try real.makeURing(entries: entries, asyncSubmission: asyncSubmission), self)
     }
 }
 

@@ -26,8 +26,8 @@ struct IOBench: ParsableCommand {
     @Option(help: "Prefetch depth (layers in flight beyond the one being used).")
     var depth = 2
 
-    @Option(help: "Reads in flight per backend (io_uring entries, pread queue).")
-    var queueDepth = 32
+    @Option(help: "Chunk reads in flight (io_uring entries); the library default.")
+    var queueDepth = WeightReaderOptions().queueDepth
 
     @Option(help: "Read size each layer is split into, e.g. 1M.")
     var chunk = "1M"

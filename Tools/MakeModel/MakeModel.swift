@@ -13,7 +13,7 @@ import Glibc
 struct MakeModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spool-make-model",
-        abstract: "Write a Llama-shaped GGUF with random Q4_0 weights (for I/O benchmarks only).")
+        abstract: "Write a Llama-shaped GGUF with random Q4_0 (or Q4_1) weights (for I/O benchmarks only).")
 
     enum Preset: String, ExpressibleByArgument, CaseIterable {
         /// Llama-2-7B geometry.
@@ -40,6 +40,17 @@ struct MakeModel: ParsableCommand {
 
     @Option(help: "Random seed.") var seed: UInt64 = 1
 
+    enum Quant: String, ExpressibleByArgument, CaseIterable {
+        /// What llama.cpp and the comparison use.
+        case q4_0
+        /// The default model's type: Spool's block kernels run it directly (no float copy).
+        case q4_1
+        var type: GGMLType { self == .q4_0 ? .q4_0 : .q4_1 }
+    }
+
+    @Option(help: "Weight block type: q4_0 (default; what llama.cpp benchmarks use) or q4_1.")
+    var quant: Quant = .q4_0
+
     func run() throws {
         var (d, f, l, h, kv) = preset == .llama7b ? (4096, 11008, 32, 32, 32) : (576, 1536, 30, 9, 3)
         d = dim ?? d
@@ -55,7 +66,7 @@ struct MakeModel: ParsableCommand {
         var metadata: [(String, GGUFValue)] = [
             ("general.architecture", .string("llama")),
             ("general.name", .string("spool random \(l)-layer dim-\(d) (benchmark only)")),
-            ("general.file_type", .uint32(2)), // MOSTLY_Q4_0
+            ("general.file_type", .uint32(quant == .q4_0 ? 2 : 3)), // MOSTLY_Q4_0 / MOSTLY_Q4_1
         ]
         let vocab = try tokenizer.stringArray("tokenizer.ggml.tokens")?.count ?? 0
         guard vocab > 0 else { throw ValidationError("\(source) has no tokenizer.ggml.tokens") }
@@ -78,32 +89,37 @@ struct MakeModel: ParsableCommand {
 
         // ggml order: shape[0] is the input (row) length. Layer-major, like llama.cpp's converter.
         typealias Spec = GGUFStreamWriter.TensorSpec
+        let wt = quant.type
         let kvDim = kv * headDim
-        var specs = [Spec(name: "token_embd.weight", shape: [d, vocab], type: .q4_0)]
+        var specs = [Spec(name: "token_embd.weight", shape: [d, vocab], type: wt)]
         for i in 0..<l {
             let p = "blk.\(i)."
             specs += [
                 Spec(name: p + "attn_norm.weight", shape: [d], type: .f32),
-                Spec(name: p + "attn_q.weight", shape: [d, d], type: .q4_0),
-                Spec(name: p + "attn_k.weight", shape: [d, kvDim], type: .q4_0),
-                Spec(name: p + "attn_v.weight", shape: [d, kvDim], type: .q4_0),
-                Spec(name: p + "attn_output.weight", shape: [d, d], type: .q4_0),
+                Spec(name: p + "attn_q.weight", shape: [d, d], type: wt),
+                Spec(name: p + "attn_k.weight", shape: [d, kvDim], type: wt),
+                Spec(name: p + "attn_v.weight", shape: [d, kvDim], type: wt),
+                Spec(name: p + "attn_output.weight", shape: [d, d], type: wt),
                 Spec(name: p + "ffn_norm.weight", shape: [d], type: .f32),
-                Spec(name: p + "ffn_gate.weight", shape: [d, f], type: .q4_0),
-                Spec(name: p + "ffn_up.weight", shape: [d, f], type: .q4_0),
-                Spec(name: p + "ffn_down.weight", shape: [f, d], type: .q4_0),
+                Spec(name: p + "ffn_gate.weight", shape: [d, f], type: wt),
+                Spec(name: p + "ffn_up.weight", shape: [d, f], type: wt),
+                Spec(name: p + "ffn_down.weight", shape: [f, d], type: wt),
             ]
         }
         specs += [Spec(name: "output_norm.weight", shape: [d], type: .f32),
-                  Spec(name: "output.weight", shape: [d, vocab], type: .q4_0)]
+                  Spec(name: "output.weight", shape: [d, vocab], type: wt)]
 
         let writer = try GGUFStreamWriter(path: output, metadata: metadata, tensors: specs)
         var rng = SplitMix(seed: seed)
         // Weights of a trained 7B model are around N(0, 0.02); a Q4_0 block holds (q - 8) * scale
-        // for q in 0...15, so scales near 0.004 give that spread.
-        let scales = [0.0030, 0.0035, 0.0040, 0.0045, 0.0050].map { Float16(Float($0)).bitPattern }
-        let blocksPerPiece = (1 << 20) / 18
-        var piece = [UInt8](repeating: 0, count: blocksPerPiece * 18)
+        // for q in 0...15, so scales near 0.004 give that spread. A Q4_1 block holds
+        // q * scale + min; min = -8 * scale centres it the same way.
+        let scaleValues: [Float] = [0.0030, 0.0035, 0.0040, 0.0045, 0.0050]
+        let scales = scaleValues.map { Float16($0).bitPattern }
+        let mins = scaleValues.map { Float16(-8 * $0).bitPattern }
+        let blockBytes = wt.typeSize // 18 (d, qs[16]) or 20 (d, m, qs[16])
+        let blocksPerPiece = (1 << 20) / blockBytes
+        var piece = [UInt8](repeating: 0, count: blocksPerPiece * blockBytes)
         let one = Float(1).bitPattern
         var total = 0
         for (spec, bytes) in zip(specs, writer.byteCounts) {
@@ -115,21 +131,24 @@ struct MakeModel: ParsableCommand {
                 try ones.withUnsafeBytes { try writer.write($0) }
                 continue
             }
-            var left = bytes / 18
+            var left = bytes / blockBytes
             while left > 0 {
                 let n = min(left, blocksPerPiece)
                 piece.withUnsafeMutableBytes { p in
                     for b in 0..<n {
-                        let base = b * 18
-                        let r0 = rng.next(), r1 = rng.next()
-                        let s = scales[Int(r0 >> 61) % scales.count].littleEndian
-                        p[base] = UInt8(truncatingIfNeeded: s)
-                        p[base + 1] = UInt8(truncatingIfNeeded: s >> 8)
-                        p.storeBytes(of: r1, toByteOffset: base + 2, as: UInt64.self)
-                        p.storeBytes(of: rng.next(), toByteOffset: base + 10, as: UInt64.self)
+                        let base = b * blockBytes
+                        let k = Int(rng.next() >> 61) % scales.count
+                        p.storeBytes(of: scales[k].littleEndian, toByteOffset: base, as: UInt16.self)
+                        var q = base + 2
+                        if blockBytes == 20 {
+                            p.storeBytes(of: mins[k].littleEndian, toByteOffset: q, as: UInt16.self)
+                            q += 2
+                        }
+                        p.storeBytes(of: rng.next(), toByteOffset: q, as: UInt64.self)
+                        p.storeBytes(of: rng.next(), toByteOffset: q + 8, as: UInt64.self)
                     }
                 }
-                try piece.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[..<(n * 18)])) }
+                try piece.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[..<(n * blockBytes)])) }
                 left -= n
             }
         }

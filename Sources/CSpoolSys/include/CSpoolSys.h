@@ -53,6 +53,11 @@ int spool_uring_register_buffers(spool_uring *ring, void *const *bases, const si
 int spool_uring_prep_read(spool_uring *ring, int fd, void *buffer, unsigned length,
                           unsigned long long offset, unsigned long long user_data, int buffer_index);
 
+/// With `on`, reads queued from now on carry IOSQE_ASYNC: the kernel hands them to its io-wq
+/// worker threads instead of issuing them inline, so io_uring_submit does not block when the
+/// device queue is full (it then waits for a free request tag).
+void spool_uring_set_async(spool_uring *ring, int on);
+
 /// Hands queued reads to the kernel. The number submitted, or -errno.
 int spool_uring_submit(spool_uring *ring);
 
