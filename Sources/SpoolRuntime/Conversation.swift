@@ -116,8 +116,9 @@ public final class ChatSession {
     public var replyReserve: Int { max(1, min(maxReplyTokens, session.contextLength / 4)) }
 
     /// Adds a user message, generates the reply (streamed through `onText`, which returns false to
-    /// stop it) and adds the reply, even a cut-short one, to the conversation.
-    public func send(_ text: String, onText: (String) -> Bool = { _ in true }) throws -> ChatTurnResult {
+    /// stop it) and adds the reply, even a cut-short one, to the conversation. `onDropped` hears,
+    /// before the reply starts, how many old messages had to go to make room.
+    public func send(_ text: String, onDropped: (Int) -> Void = { _ in }, onText: (String) -> Bool = { _ in true }) throws -> ChatTurnResult {
         conversation.turns.append(ChatMessage(role: "user", content: text))
         var dropped = 0
         var (promptText, prompt) = try renderPrompt()
@@ -136,6 +137,7 @@ public final class ChatSession {
             forgetCachedText()
             (promptText, prompt) = try renderPrompt()
         }
+        if dropped > 0 { onDropped(dropped) }
         let result: GenerationResult
         do {
             result = try session.generate(prompt: prompt, maxTokens: maxReplyTokens, sampling: sampling,

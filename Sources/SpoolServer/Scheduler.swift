@@ -245,9 +245,9 @@ enum ComputeLoop {
             if g.isFinished { finish(slot, core: core) }
         } catch {
             slot.session.reset()
+            release(slot, core: core)
             w.events.yield(.failed("\(error)"))
             w.events.finish()
-            release(slot, core: core)
         }
     }
 
@@ -259,18 +259,21 @@ enum ComputeLoop {
         } catch {
             // A failed forward pass leaves the cache in an unknown state: start this slot afresh.
             slot.session.reset()
-            slot.events?.yield(.failed("\(error)"))
-            slot.events?.finish()
+            let events = slot.events
             release(slot, core: core)
+            events?.yield(.failed("\(error)"))
+            events?.finish()
         }
     }
 
+    /// Frees the slot first and only then reports the end, so a client that has seen its reply end
+    /// never finds its slot still counted as busy.
     static func finish(_ slot: Slot, core: GenerationScheduler.Core) {
-        if let g = slot.generation {
-            slot.events?.yield(.finished(g.finishReason ?? .cancelled, completionTokens: g.generated.count))
-        }
-        slot.events?.finish()
+        let events = slot.events
+        let end = slot.generation.map { GenerationEvent.finished($0.finishReason ?? .cancelled, completionTokens: $0.generated.count) }
         release(slot, core: core)
+        if let end { events?.yield(end) }
+        events?.finish()
     }
 
     static func release(_ slot: Slot, core: GenerationScheduler.Core) {

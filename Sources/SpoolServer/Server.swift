@@ -55,7 +55,21 @@ public struct OpenAIServer: Sendable {
                                                   "context_length": .int(scheduler.info.contextLength)]]])
     }
 
+    /// The completion endpoints. Their responses close the connection: watching the connection for a
+    /// hang-up (to cancel the generation) consumes the request stream, so Hummingbird closes it after
+    /// the response, and saying so keeps clients from reusing a connection that is about to go.
     func complete(_ request: Request, chat: Bool) async throws -> Response {
+        var response: Response
+        do {
+            response = try await generate(request, chat: chat)
+        } catch let e as APIError {
+            response = jsonResponse(e.json, status: HTTPResponse.Status(code: e.status))
+        }
+        response.headers[.connection] = "close"
+        return response
+    }
+
+    func generate(_ request: Request, chat: Bool) async throws -> Response {
         let limit = configuration.maxBodyBytes
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw bodyTooLarge(limit)

@@ -101,13 +101,12 @@ struct Repl {
     func reply(to text: String) {
         interrupted.store(false, ordering: .relaxed)
         do {
-            let result = try chat.send(text) { piece in
+            let result = try chat.send(text, onDropped: { n in
+                printErr("[context full: dropped the \(n) oldest messages to make room; the system prompt is kept]")
+            }, onText: { piece in
                 out.write(Data(piece.utf8))
                 return !interrupted.load(ordering: .relaxed)
-            }
-            if result.droppedMessages > 0 {
-                printErr("\n[context full: dropped the \(result.droppedMessages) oldest messages to make room; the system prompt is kept]")
-            }
+            })
             switch result.finishReason {
             case .cancelled: out.write(Data(" [stopped]".utf8))
             case .contextFull: printErr("\n[context full: the reply was cut; the oldest turns will be dropped next turn]")

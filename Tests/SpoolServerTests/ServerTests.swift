@@ -151,6 +151,7 @@ final class ServerTests: XCTestCase {
             XCTAssertNotNil(e?["message"] as? String, body)
             XCTAssertEqual(e?["type"] as? String, "invalid_request_error", body)
             XCTAssertTrue(e?.keys.contains("code") ?? false)
+            XCTAssertEqual(r.headers["connection"], "close", "clients must not reuse a connection the server is closing")
             if let param { XCTAssertEqual(e?["param"] as? String, param, "\(body.prefix(80)): \(r.text)") }
         }
         let tooLong = try await request("POST", "/v1/chat/completions", json: chat(long))
