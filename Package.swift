@@ -53,5 +53,6 @@ let package = Package(
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolKVTests", dependencies: ["SpoolKV", "SpoolKernels"]),
     ]
 )

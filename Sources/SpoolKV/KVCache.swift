@@ -22,10 +22,13 @@ public struct KVGeometry: Sendable, Equatable {
 
 public enum KVCacheError: Error, Equatable, CustomStringConvertible {
     case contextFull(needed: Int, capacity: Int)
+    /// A store that would leave positions stored..<start of a layer empty.
+    case gap(layer: Int, start: Int, stored: Int)
 
     public var description: String {
         switch self {
         case let .contextFull(needed, capacity): return "context full: \(needed) tokens needed, the cache holds \(capacity)"
+        case let .gap(layer, start, stored): return "layer \(layer): a store at position \(start) would leave a gap after the \(stored) tokens stored"
         }
     }
 }

@@ -1,0 +1,155 @@
+import SpoolKernels
+
+/// KIVI (Liu et al., 2024): keys quantized per channel over groups of G tokens, values per token over
+/// groups of G channels, 2/4/8-bit asymmetric codes with f16 scale and zero, and the newest tokens
+/// kept in f16 in a residual window of at most R tokens.
+///
+/// Window and flushing. With c tokens stored, the first packed(c) = G * ceil(max(0, c - R) / G) are
+/// packed and the rest (at most R) are in the window: whenever the window would exceed R tokens, its
+/// oldest G tokens are quantized as one group. A prompt ending mid-group simply leaves a partial
+/// group in the window. Because a group's codes depend only on its own tokens, the cache after a
+/// batch of n tokens is bit-identical to the cache after those n tokens one at a time, and attention
+/// keeps that equivalence too: query p sees tokens 0..<packed(p + 1) packed and the rest in f16,
+/// exactly what it would see in token-by-token decoding (the f16 rows of a batch's tokens that get
+/// packed during the batch are kept in `staging` until the layer's attention has run).
+///
+/// Rewinding into the packed region (`truncate(to:)` or a `store` at an earlier position) moves
+/// the partial group back into the window as dequantized f16 values; they are re-quantized with
+/// whatever tokens complete the group later. That costs those tokens one more rounding, and keeps
+/// no extra data.
+///
+/// Keys after RoPE. The model rotates keys before `store`, so this cache quantizes post-RoPE keys.
+/// KVQuant quantizes pre-RoPE keys because RoPE mixes channel pairs with a position-dependent angle
+/// and so smears a channel's outliers over its pair; measured on SmolLM2-135M (see issue 5's note)
+/// the per-channel outlier structure that per-channel grouping relies on survives RoPE over a
+/// 32-token group (the angle of the slow, high-index pairs that carry the outliers barely moves
+/// within 32 positions), while pre-RoPE keys would need rotating every dequantized key inside the
+/// dot products, which breaks the fold of scales into the query that makes the packed dot cheap.
+///
+/// Storage per layer:
+/// - keyCodes  (capacity / G groups, kvDim channels, G * bits / 8 bytes): channel-major per group
+/// - keyScale, keyZero  (groups, kvDim) f16
+/// - valueCodes  (capacity tokens, kvDim * bits / 8 bytes)
+/// - valueScale, valueZero  (tokens, kvDim / G) f16
+/// - windowKeys, windowValues  (R, kvDim) f16: tokens packed..<count
+public final class KIVICache: KVCache {
+    public let geometry: KVGeometry
+    public let configuration: KVCacheConfiguration
+    public internal(set) var count = 0
+
+    let layout: KIVILayout
+    let layers: [Layer]
+    var bits: Int { layout.bits }
+    var group: Int { layout.group }
+    var residual: Int { layout.residual }
+
+    /// One layer's packed store, scales and zeros, and window (see the type's comment for shapes).
+    final class Layer {
+        var count = 0
+        var packed = 0
+        let keyCodes: UnsafeMutableRawPointer
+        let keyScale: UnsafeMutablePointer<UInt16>
+        let keyZero: UnsafeMutablePointer<UInt16>
+        let valueCodes: UnsafeMutableRawPointer
+        let valueScale: UnsafeMutablePointer<UInt16>
+        let valueZero: UnsafeMutablePointer<UInt16>
+        let windowKeys: UnsafeMutablePointer<UInt16>
+        let windowValues: UnsafeMutablePointer<UInt16>
+        let bytes: Int
+
+        init(_ l: KIVILayout) {
+            let d = l.kvDim
+            let groups = l.packedCapacity / l.group
+            keyCodes = .allocate(byteCount: max(1, groups * d * l.keyRowBytes), alignment: 64)
+            keyScale = .allocate(capacity: max(1, groups * d))
+            keyZero = .allocate(capacity: max(1, groups * d))
+            valueCodes = .allocate(byteCount: max(1, l.packedCapacity * l.valueTokenBytes), alignment: 64)
+            valueScale = .allocate(capacity: max(1, l.packedCapacity * l.valueGroups))
+            valueZero = .allocate(capacity: max(1, l.packedCapacity * l.valueGroups))
+            windowKeys = .allocate(capacity: l.residual * d)
+            windowValues = .allocate(capacity: l.residual * d)
+            bytes = groups * d * (l.keyRowBytes + 4) + l.packedCapacity * (l.valueTokenBytes + 4 * l.valueGroups)
+                + 2 * l.residual * d * 2
+        }
+
+        deinit {
+            keyCodes.deallocate(); keyScale.deallocate(); keyZero.deallocate()
+            valueCodes.deallocate(); valueScale.deallocate(); valueZero.deallocate()
+            windowKeys.deallocate(); windowValues.deallocate()
+        }
+    }
+
+    /// f16 rows of tokens stagingBase..<layer.count of `stagingLayer` during one forward pass: the
+    /// window as it was before the last `store` plus that store's tokens (see the type's comment).
+    /// Shared by all layers: the protocol calls store and attend layer after layer.
+    var stagingKeys: UnsafeMutablePointer<UInt16>? = nil
+    var stagingValues: UnsafeMutablePointer<UInt16>? = nil
+    var stagingCapacity = 0
+    var stagingLayer = -1
+    var stagingBase = 0
+
+    public convenience init(geometry: KVGeometry, configuration: KVCacheConfiguration) throws(KVConfigurationError) {
+        try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
+        guard configuration.isQuantized else { throw .unsupportedBits(configuration.bits) }
+        self.init(validated: configuration, geometry: geometry)
+    }
+
+    /// `configuration` has passed `validate` for this geometry and has bits 2, 4 or 8.
+    init(validated configuration: KVCacheConfiguration, geometry: KVGeometry) {
+        self.geometry = geometry
+        self.configuration = configuration
+        let l = KIVILayout(configuration, geometry)
+        layout = l
+        layers = (0..<geometry.layers).map { _ in Layer(l) }
+    }
+
+    deinit {
+        stagingKeys?.deallocate()
+        stagingValues?.deallocate()
+    }
+
+    /// Tokens packed when the cache holds c tokens.
+    @inline(__always)
+    func packedCount(_ c: Int) -> Int { layout.packedCount(c) }
+
+    /// Packed bytes per token over all layers (codes, and scales and zeros amortized over their
+    /// groups); the residual window adds a fixed 2 * R * kvDim * 2 bytes per layer (`allocatedBytes`).
+    public var bytesPerToken: Double {
+        let d = Double(geometry.kvDim)
+        let keys = d * Double(bits) / 8 + d * 4 / Double(group)
+        let values = d * Double(bits) / 8 + Double(layout.valueGroups) * 4
+        return Double(geometry.layers) * (keys + values)
+    }
+
+    public var allocatedBytes: Int {
+        layers.reduce(0) { $0 + $1.bytes } + 2 * stagingCapacity * geometry.kvDim * 2
+    }
+}
+
+/// Sizes derived from a configuration and geometry.
+struct KIVILayout {
+    let bits: Int, group: Int, residual: Int, kvDim: Int
+    /// Tokens the packed store can hold: packedCount(capacity).
+    let packedCapacity: Int
+    /// G * bits / 8: one channel of one key group.
+    let keyRowBytes: Int
+    /// kvDim * bits / 8: one token's value codes.
+    let valueTokenBytes: Int
+    /// kvDim / G: value groups per token.
+    let valueGroups: Int
+
+    init(_ c: KVCacheConfiguration, _ g: KVGeometry) {
+        bits = c.bits
+        group = c.group
+        residual = c.residual
+        kvDim = g.kvDim
+        keyRowBytes = group * bits / 8
+        valueTokenBytes = kvDim * bits / 8
+        valueGroups = kvDim / group
+        packedCapacity = group * ((max(0, g.capacity - residual) + group - 1) / group)
+    }
+
+    /// Tokens packed when the cache holds c tokens.
+    @inline(__always)
+    func packedCount(_ c: Int) -> Int { group * ((max(0, c - residual) + group - 1) / group) }
+}

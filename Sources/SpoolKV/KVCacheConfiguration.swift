@@ -1,0 +1,86 @@
+/// How a cache stores keys and values: `--kv-bits`, `--kv-group`, `--kv-residual`.
+///
+/// - bits 32: `FloatKVCache` in f32 (the exact reference);
+/// - bits 16: `FloatKVCache` in f16 (llama.cpp's default cache type);
+/// - bits 2, 4, 8: `KIVICache` (keys per channel over `group` tokens, values per token over `group`
+///   channels, the newest `residual` tokens in f16).
+public struct KVCacheConfiguration: Sendable, Equatable, Codable {
+    public var bits: Int
+    /// KIVI group size: tokens per key group, channels per value group.
+    public var group: Int
+    /// KIVI residual window: at most this many of the newest tokens stay in f16.
+    ///
+    /// Default 32, the smallest the issue allows: with group 32 a 2-bit token costs 3 bits per
+    /// element (2 for the code, 1 for the f16 scale and zero amortized over 32), 0.1875 of f16, and
+    /// each window token costs a full f16 one, so the window is what decides whether the cache stays
+    /// near 0.2x of f16 at context 2048 (R = 32: 0.200x, R = 64: 0.213x, R = 128: 0.238x).
+    /// Measured perplexity differences between R = 32 and 64 are in the closing note of issue 5.
+    public var residual: Int
+
+    public static let supportedBits = [2, 4, 8, 16, 32]
+
+    public init(bits: Int = 32, group: Int = 32, residual: Int = 32) {
+        self.bits = bits
+        self.group = group
+        self.residual = residual
+    }
+
+    public var isQuantized: Bool { bits < 16 }
+
+    /// Checks the configuration against the shape of a model's keys and values.
+    public func validate(kvHeads: Int, headDim: Int) throws(KVConfigurationError) {
+        guard Self.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
+        guard isQuantized else { return }
+        guard group >= 8, group % 8 == 0 else { throw .badGroup(group) }
+        guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
+        guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }
+        guard residual >= group, residual <= 1024 else { throw .badResidual(residual, group: group) }
+    }
+
+    /// A cache for `geometry`.
+    public func makeCache(geometry: KVGeometry) throws(KVConfigurationError) -> KVCache {
+        try KVCacheFactory(configuration: self, geometry: geometry).makeCache(capacity: geometry.capacity)
+    }
+}
+
+public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
+    case unsupportedBits(Int)
+    case badGroup(Int)
+    case headDimNotMultipleOf8(Int)
+    case groupDoesNotDivideKVDim(group: Int, kvDim: Int)
+    case badResidual(Int, group: Int)
+
+    public var description: String {
+        switch self {
+        case let .unsupportedBits(b): return "--kv-bits \(b) is not supported (use 2, 4, 8, 16 or 32)"
+        case let .badGroup(g): return "--kv-group \(g) must be a positive multiple of 8"
+        case let .headDimNotMultipleOf8(d): return "the quantized KV cache needs a head dimension that is a multiple of 8; this model's is \(d)"
+        case let .groupDoesNotDivideKVDim(g, d): return "--kv-group \(g) must divide the model's key/value width \(d) (value groups run over channels)"
+        case let .badResidual(r, g): return "--kv-residual \(r) must be between the group size \(g) and 1024"
+        }
+    }
+}
+
+/// A validated configuration for one model's key/value shape: makes caches of any capacity without
+/// further checks, so sessions can be created without a `throws`.
+public struct KVCacheFactory: Sendable {
+    public let configuration: KVCacheConfiguration
+    /// The model's shape; its `capacity` is replaced by each `makeCache` call's.
+    public let geometry: KVGeometry
+
+    public init(configuration: KVCacheConfiguration, geometry: KVGeometry) throws(KVConfigurationError) {
+        try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
+        self.configuration = configuration
+        self.geometry = geometry
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        var g = geometry
+        g.capacity = max(0, capacity)
+        switch configuration.bits {
+        case 32: return FloatKVCache(geometry: g, precision: .f32)
+        case 16: return FloatKVCache(geometry: g, precision: .f16)
+        default: return KIVICache(validated: configuration, geometry: g)
+        }
+    }
+}

@@ -1,0 +1,177 @@
+/// The inner loops of attention over stored keys and values: f16 rows for the f16 cache and the
+/// KIVI window, packed 2/4/8-bit groups for the KIVI store. Each SIMD loop has a scalar reference
+/// below it (`…Reference`), compared in the tests under a named limit.
+///
+/// Written with portable SIMD8 types and no fused multiply-add: this module is compiled for the
+/// baseline target, where `addingProduct` becomes one `fmaf` libcall per lane.
+enum KVKernels {
+    typealias V = SIMD8<Float>
+
+    // MARK: f16 rows
+
+    /// dot(a, half row b) over n values (n a multiple of 8 on the fast path).
+    @inline(__always)
+    static func dotHalf(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, _ n: Int) -> Float {
+        var acc0 = V.zero, acc1 = V.zero
+        var i = 0
+        while i + 16 <= n {
+            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: V.self) * Half.load8(b + i)
+            acc1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: V.self) * Half.load8(b + i + 8)
+            i += 16
+        }
+        if i + 8 <= n {
+            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: V.self) * Half.load8(b + i)
+            i += 8
+        }
+        var s = (acc0 + acc1).sum()
+        while i < n { s += a[i] * Half.float(b[i]); i += 1 }
+        return s
+    }
+
+    /// out += w * half row x.
+    @inline(__always)
+    static func axpyHalf(_ w: Float, _ x: UnsafePointer<UInt16>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n {
+            let o = UnsafeMutableRawPointer(out + i)
+            o.storeBytes(of: o.loadUnaligned(as: V.self) + w * Half.load8(x + i), as: V.self)
+            i += 8
+        }
+        while i < n { out[i] += w * Half.float(x[i]); i += 1 }
+    }
+
+    static func dotHalfReference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, _ n: Int) -> Float {
+        var s = 0.0
+        for i in 0..<n { s += Double(a[i]) * Double(Half.referenceFloat(b[i])) }
+        return Float(s)
+    }
+
+    // MARK: packed keys (KIVI: per channel over a group of tokens)
+
+    /// Scores of one key group for one head: scores[i] = qz + sum_c qs[c] * code(c, i) for the
+    /// `group` tokens i of the group, where channel c's codes for the group's tokens are `rowBytes`
+    /// bytes at codes + c * rowBytes (token i at bit i * bits, little-endian). The caller folds the
+    /// channel scales into `qs` (q[c] * scale[c]) and the zero points into `qz` (sum q[c] * zero[c]).
+    static func keyGroupScores<W: CodeWidth>(
+        _: W.Type, qs: UnsafePointer<Float>, qz: Float, codes: UnsafeRawPointer, rowBytes: Int,
+        channels: Int, group: Int, into scores: UnsafeMutablePointer<Float>
+    ) {
+        var chunk = 0
+        let chunks = group / 8
+        // Four chunks of 8 tokens at a time: four independent accumulators.
+        while chunk + 4 <= chunks {
+            var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero
+            for c in 0..<channels {
+                let row = codes + c * rowBytes
+                let s = V(repeating: qs[c])
+                a0 += s * W.unpack8(row, chunk: chunk)
+                a1 += s * W.unpack8(row, chunk: chunk + 1)
+                a2 += s * W.unpack8(row, chunk: chunk + 2)
+                a3 += s * W.unpack8(row, chunk: chunk + 3)
+            }
+            let out = UnsafeMutableRawPointer(scores + chunk * 8)
+            out.storeBytes(of: a0 * W.laneScale + qz, toByteOffset: 0, as: V.self)
+            out.storeBytes(of: a1 * W.laneScale + qz, toByteOffset: 32, as: V.self)
+            out.storeBytes(of: a2 * W.laneScale + qz, toByteOffset: 64, as: V.self)
+            out.storeBytes(of: a3 * W.laneScale + qz, toByteOffset: 96, as: V.self)
+            chunk += 4
+        }
+        while chunk < chunks {
+            var a = V.zero
+            for c in 0..<channels {
+                a += V(repeating: qs[c]) * W.unpack8(codes + c * rowBytes, chunk: chunk)
+            }
+            UnsafeMutableRawPointer(scores + chunk * 8).storeBytes(of: a * W.laneScale + qz, as: V.self)
+            chunk += 1
+        }
+    }
+
+    static func keyGroupScoresReference(
+        bits: Int, qs: UnsafePointer<Float>, qz: Float, codes: UnsafeRawPointer, rowBytes: Int,
+        channels: Int, group: Int, into scores: UnsafeMutablePointer<Float>
+    ) {
+        for i in 0..<group {
+            var s = Double(qz)
+            for c in 0..<channels {
+                s += Double(qs[c]) * Double(KIVIQuant.code(codes + c * rowBytes, index: i, bits: bits))
+            }
+            scores[i] = Float(s)
+        }
+    }
+
+    // MARK: packed values (KIVI: per token over a group of channels)
+
+    /// out[c] += sum_j w[j] * (scale[j, g(c)] * code(j, c) + zero[j, g(c)]) for the `channels`
+    /// channels of one head, over `tokens` tokens. Token j's codes are at codes + j * tokenBytes
+    /// (channel c at bit c * bits); its scales and zeros at scales/zeros + j * groupsPerToken, the
+    /// first one being the group of channel 0. `firstChannel` is the head's offset within the token,
+    /// so that g(c) = (firstChannel + c) / group - firstChannel / group.
+    static func valueAccumulate<W: CodeWidth>(
+        _: W.Type, weights: UnsafePointer<Float>, tokens: Int, codes: UnsafeRawPointer, tokenBytes: Int,
+        scales: UnsafePointer<UInt16>, zeros: UnsafePointer<UInt16>, groupsPerToken: Int,
+        firstChannel: Int, channels: Int, group: Int, into out: UnsafeMutablePointer<Float>
+    ) {
+        let chunks = channels / 8
+        let g0 = firstChannel / group
+        func groupOf(_ chunk: Int) -> Int { (firstChannel + chunk * 8) / group - g0 }
+        var chunk = 0
+        while chunk < chunks {
+            let n = min(4, chunks - chunk)
+            let gA = groupOf(chunk), gB = groupOf(chunk + min(1, n - 1))
+            let gC = groupOf(chunk + min(2, n - 1)), gD = groupOf(chunk + min(3, n - 1))
+            var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero
+            var z0: Float = 0, z1: Float = 0, z2: Float = 0, z3: Float = 0
+            for j in 0..<tokens {
+                let w = weights[j]
+                let row = codes + j * tokenBytes
+                let sp = scales + j * groupsPerToken, zp = zeros + j * groupsPerToken
+                let sA = w * Half.float(sp[gA])
+                a0 += V(repeating: sA) * W.unpack8(row, chunk: chunk)
+                z0 += w * Half.float(zp[gA])
+                if n == 4 {
+                    // Groups are at least 8 channels, so consecutive chunks often share one.
+                    let sB = gB == gA ? sA : w * Half.float(sp[gB])
+                    let sC = gC == gB ? sB : w * Half.float(sp[gC])
+                    let sD = gD == gC ? sC : w * Half.float(sp[gD])
+                    a1 += V(repeating: sB) * W.unpack8(row, chunk: chunk + 1)
+                    a2 += V(repeating: sC) * W.unpack8(row, chunk: chunk + 2)
+                    a3 += V(repeating: sD) * W.unpack8(row, chunk: chunk + 3)
+                    z1 += gB == gA ? 0 : w * Half.float(zp[gB])
+                    z2 += gC == gB ? 0 : w * Half.float(zp[gC])
+                    z3 += gD == gC ? 0 : w * Half.float(zp[gD])
+                }
+            }
+            // The zero-point sums of chunks that share a group were folded into the first chunk
+            // of that group; spread them back.
+            let zB = gB == gA ? z0 : z1, zC = gC == gB ? zB : z2, zD = gD == gC ? zC : z3
+            let o = UnsafeMutableRawPointer(out + chunk * 8)
+            o.storeBytes(of: o.load(fromByteOffset: 0, as: V.self) + a0 * W.laneScale + z0, toByteOffset: 0, as: V.self)
+            if n == 4 {
+                o.storeBytes(of: o.load(fromByteOffset: 32, as: V.self) + a1 * W.laneScale + zB, toByteOffset: 32, as: V.self)
+                o.storeBytes(of: o.load(fromByteOffset: 64, as: V.self) + a2 * W.laneScale + zC, toByteOffset: 64, as: V.self)
+                o.storeBytes(of: o.load(fromByteOffset: 96, as: V.self) + a3 * W.laneScale + zD, toByteOffset: 96, as: V.self)
+                chunk += 4
+            } else {
+                chunk += 1
+            }
+        }
+    }
+
+    static func valueAccumulateReference(
+        bits: Int, weights: UnsafePointer<Float>, tokens: Int, codes: UnsafeRawPointer, tokenBytes: Int,
+        scales: UnsafePointer<UInt16>, zeros: UnsafePointer<UInt16>, groupsPerToken: Int,
+        firstChannel: Int, channels: Int, group: Int, into out: UnsafeMutablePointer<Float>
+    ) {
+        let g0 = firstChannel / group
+        for c in 0..<channels {
+            let g = (firstChannel + c) / group - g0
+            var s = Double(out[c])
+            for j in 0..<tokens {
+                let code = Float(KIVIQuant.code(codes + j * tokenBytes, index: c, bits: bits))
+                let x = Half.referenceFloat(scales[j * groupsPerToken + g]) * code + Half.referenceFloat(zeros[j * groupsPerToken + g])
+                s += Double(weights[j]) * Double(x)
+            }
+            out[c] = Float(s)
+        }
+    }
+}
