@@ -44,6 +44,7 @@ let package = Package(
             name: "spool",
             dependencies: [
                 "SpoolRuntime",
+                "SpoolKV",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

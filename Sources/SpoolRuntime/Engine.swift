@@ -10,8 +10,13 @@ public struct EngineOptions: Sendable {
     public var threads: Int?
     /// Tokens per forward pass during prefill.
     public var batchSize = 512
+    /// How sessions store keys and values (`--kv-bits`, `--kv-group`, `--kv-residual`).
+    public var kv = KVCacheConfiguration()
 
-    public init(threads: Int? = nil) { self.threads = threads }
+    public init(threads: Int? = nil, kv: KVCacheConfiguration = KVCacheConfiguration()) {
+        self.threads = threads
+        self.kv = kv
+    }
 }
 
 public enum EngineError: Error, CustomStringConvertible {
@@ -36,6 +41,8 @@ public final class Engine {
     /// `tokenizer.chat_template` from the model's metadata, if any.
     public let chatTemplate: String?
     public let loadSeconds: Double
+    /// Makes caches as `options.kv` says; checked against the model when the engine loads.
+    public let kvCaches: KVCacheFactory
 
     public init(path: String, options: EngineOptions = EngineOptions()) throws {
         let t0 = Date()
@@ -47,6 +54,7 @@ public final class Engine {
             model = try ModelRegistry.load(gguf: gguf)
             tokenizer = try BPETokenizer(gguf: gguf)
             chatTemplate = try gguf.string("tokenizer.chat_template")
+            kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0))
         } catch let e as CustomStringConvertible & Error {
             throw EngineError.load(path: path, reason: e.description)
         }
@@ -55,6 +63,9 @@ public final class Engine {
     }
 
     public var configuration: LlamaConfiguration { model.configuration }
+
+    /// A KV cache for `capacity` tokens, stored as `options.kv` says.
+    public func makeCache(capacity: Int) -> KVCache { kvCaches.makeCache(capacity: capacity) }
 
     public func makeSession(contextLength: Int? = nil) -> Session {
         Session(engine: self, contextLength: min(contextLength ?? 4096, configuration.contextLength))

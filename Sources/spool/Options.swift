@@ -1,4 +1,5 @@
 import ArgumentParser
+import SpoolKV
 import SpoolRuntime
 
 struct ModelOptions: ParsableArguments {
@@ -11,13 +12,33 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context length in tokens (default: 4096, capped by the model).")
     var contextSize: Int?
 
+    @OptionGroup var kv: KVOptions
+
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if let c = contextSize, c < 1 { throw ValidationError("--ctx-size must be at least 1") }
     }
 
     func loadEngine() throws -> Engine {
-        try Engine(path: model, options: EngineOptions(threads: threads))
+        try Engine(path: model, options: EngineOptions(threads: threads, kv: kv.configuration))
+    }
+}
+
+/// How the KV cache stores keys and values.
+struct KVOptions: ParsableArguments {
+    @Option(name: .customLong("kv-bits"), help: "KV cache storage: 32 (f32), 16 (f16, llama.cpp's default), or 8, 4, 2 (KIVI).")
+    var bits = KVCacheConfiguration().bits
+    @Option(name: .customLong("kv-group"), help: "KIVI group size: tokens per key group, channels per value group.")
+    var group = KVCacheConfiguration().group
+    @Option(name: .customLong("kv-residual"), help: "KIVI residual window: newest tokens kept in f16 (at least the group size).")
+    var residual = KVCacheConfiguration().residual
+
+    var configuration: KVCacheConfiguration { KVCacheConfiguration(bits: bits, group: group, residual: residual) }
+
+    func validate() throws {
+        guard KVCacheConfiguration.supportedBits.contains(bits) else {
+            throw ValidationError(KVConfigurationError.unsupportedBits(bits).description)
+        }
     }
 }
 
