@@ -9,23 +9,24 @@ extension KIVICache {
         }
     }
 
-    /// Query t (position p = start + t) sees tokens 0..<packedCount(p + 1) through the packed store
-    /// and the rest through f16 rows: the staging rows if this layer was the last one stored,
-    /// otherwise the window. Scores of a packed group come from `KVKernels.keyGroupScores` with the
-    /// channel scales folded into the query; the weighted value sum reads codes directly.
+    /// Query t (position p = start + t) sees the sink tokens 0..<S and tokens S..<windowStart(p + 1)
+    /// through the packed store, and the rest through f16 rows: the staging rows if this layer was
+    /// the last one stored, otherwise the window. Scores of a packed group come from
+    /// `KVKernels.keyGroupScores` with the channel scales folded into the query; the weighted value
+    /// sum reads codes directly.
     func attend<W: CodeWidth>(
         _ width: W.Type, layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>,
         output: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
         let g = geometry, l = layers[li], layout = layout
-        let d = g.kvDim, hd = g.headDim, G = layout.group
+        let d = g.kvDim, hd = g.headDim, G = layout.group, S = layout.sink
         let heads = g.queryHeads, perKV = g.queryHeads / g.kvHeads
         let attnScale = 1 / Float(hd).squareRoot()
         let (fk, fv, floatBase) = floatRows(li)
         let stored = l.count
-        let scoreCapacity = ((start + tokens + G - 1) / G) * G
+        let scoreCapacity = S + ((start + tokens + G - 1) / G + 1) * G
         pool.parallelRanges(tokens * heads) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scoreCapacity))
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: scoreCapacity)
             let qa = UnsafeMutablePointer<Float>.allocate(capacity: hd)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: hd)
             defer { scores.deallocate(); qa.deallocate(); qs.deallocate() }
@@ -37,10 +38,14 @@ extension KIVICache {
                 out.initialize(repeating: 0, count: hd)
                 let n = min(start + t + 1, stored)
                 guard n > 0 else { continue }
-                let packedTokens = min(max(layout.packedCount(n), floatBase), n)
+                // Tokens 0..<sinkEnd from the sink, sinkEnd..<frozen packed, frozen..<n in f16 rows.
+                let frozen = min(max(layout.windowStart(n), floatBase), n)
+                let sinkEnd = min(S, frozen)
+                let packedTokens = frozen - sinkEnd
                 for i in 0..<hd { qa[i] = q[i] * attnScale }
 
                 // Keys.
+                for j in 0..<sinkEnd { scores[j] = KVKernels.dotHalf(qa, l.sinkKeys + j * d + head, hd) }
                 let keyGroups = (packedTokens + G - 1) / G
                 for gi in 0..<keyGroups {
                     let ks = l.keyScale + gi * d + head, kz = l.keyZero + gi * d + head
@@ -53,19 +58,20 @@ extension KIVICache {
                         c += 8
                     }
                     KVKernels.keyGroupScores(W.self, qs: qs, qz: zacc.sum(), codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
-                                             rowBytes: layout.keyRowBytes, channels: hd, group: G, into: scores + gi * G)
+                                             rowBytes: layout.keyRowBytes, channels: hd, group: G, into: scores + sinkEnd + gi * G)
                 }
-                for j in packedTokens..<n {
+                for j in frozen..<n {
                     scores[j] = KVKernels.dotHalf(qa, fk + (j - floatBase) * d + head, hd)
                 }
                 Kernels.softmax(scores, n: n)
 
                 // Values.
-                KVKernels.valueAccumulate(W.self, weights: scores, tokens: packedTokens,
+                for j in 0..<sinkEnd { KVKernels.axpyHalf(scores[j], l.sinkValues + j * d + head, out, hd) }
+                KVKernels.valueAccumulate(W.self, weights: scores + sinkEnd, tokens: packedTokens,
                                           codes: l.valueCodes + head * layout.bits / 8, tokenBytes: layout.valueTokenBytes,
                                           scales: l.valueScale + head / G, zeros: l.valueZero + head / G,
                                           groupsPerToken: layout.valueGroups, firstChannel: head, channels: hd, group: G, into: out)
-                for j in packedTokens..<n {
+                for j in frozen..<n {
                     KVKernels.axpyHalf(scores[j], fv + (j - floatBase) * d + head, out, hd)
                 }
             }
@@ -77,7 +83,7 @@ extension KIVICache {
     func floatRows(_ li: Int) -> (keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>, first: Int) {
         if stagingLayer == li, let k = stagingKeys, let v = stagingValues { return (UnsafePointer(k), UnsafePointer(v), stagingBase) }
         let l = layers[li]
-        return (UnsafePointer(l.windowKeys), UnsafePointer(l.windowValues), l.packed)
+        return (UnsafePointer(l.windowKeys), UnsafePointer(l.windowValues), l.windowStart)
     }
 
     /// What the cache holds for token j of a layer as seen by a query that sees `visible` tokens
@@ -86,19 +92,21 @@ extension KIVICache {
     func seenKeyValue(layer li: Int, token j: Int, visible: Int) -> (key: [Float], value: [Float]) {
         let l = layers[li], d = geometry.kvDim, G = group
         let (fk, fv, floatBase) = floatRows(li)
-        let packedTokens = min(max(packedCount(visible), floatBase), visible)
-        if j >= packedTokens {
-            let r = (j - floatBase) * d
-            return ((0..<d).map { Half.referenceFloat(fk[r + $0]) }, (0..<d).map { Half.referenceFloat(fv[r + $0]) })
+        let frozen = min(max(windowStart(visible), floatBase), visible)
+        func row(_ k: UnsafePointer<UInt16>, _ v: UnsafePointer<UInt16>) -> ([Float], [Float]) {
+            ((0..<d).map { Half.referenceFloat(k[$0]) }, (0..<d).map { Half.referenceFloat(v[$0]) })
         }
-        let gi = j / G, i = j % G
+        if j < min(sink, frozen) { return row(l.sinkKeys + j * d, l.sinkValues + j * d) }
+        if j >= frozen { return row(fk + (j - floatBase) * d, fv + (j - floatBase) * d) }
+        let p = j - sink
+        let gi = p / G, i = p % G
         let key = (0..<d).map { c in
             Half.referenceFloat(l.keyScale[gi * d + c]) * Float(KIVIQuant.code(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: bits))
                 + Half.referenceFloat(l.keyZero[gi * d + c])
         }
         let value = (0..<d).map { c in
-            let vg = j * layout.valueGroups + c / G
-            return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: bits))
+            let vg = p * layout.valueGroups + c / G
+            return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: bits))
                 + Half.referenceFloat(l.valueZero[vg])
         }
         return (key, value)

@@ -7,7 +7,7 @@ extension KIVICache {
         guard start <= l.count else { throw KVCacheError.gap(layer: li, start: start, stored: l.count) }
         if start < l.count { rewind(li, to: start) }
         let d = geometry.kvDim
-        let p0 = l.packed, end = start + tokens
+        let p0 = l.windowStart, end = start + tokens
         reserveStaging(tokens: end - p0)
         guard let sk = stagingKeys, let sv = stagingValues else { return }
         // Staging: the window (tokens p0..<start) followed by the new tokens, all in f16.
@@ -16,15 +16,21 @@ extension KIVICache {
         sv.update(from: l.windowValues, count: w * d)
         Half.store(k, count: tokens * d, into: sk + w * d)
         Half.store(v, count: tokens * d, into: sv + w * d)
-        let p1 = packedCount(end)
-        var first = p0
+        // Sink tokens never enter the window; packed groups start at S.
+        if p0 < sink {
+            let n = min(end, sink) - p0
+            (l.sinkKeys + p0 * d).update(from: sk, count: n * d)
+            (l.sinkValues + p0 * d).update(from: sv, count: n * d)
+        }
+        let p1 = windowStart(end)
+        var first = max(p0, sink)
         while first < p1 {
-            pack(l, group: first / group, keys: sk + (first - p0) * d, values: sv + (first - p0) * d)
+            pack(l, group: (first - sink) / group, keys: sk + (first - p0) * d, values: sv + (first - p0) * d)
             first += group
         }
         l.windowKeys.update(from: sk + (p1 - p0) * d, count: (end - p1) * d)
         l.windowValues.update(from: sv + (p1 - p0) * d, count: (end - p1) * d)
-        l.packed = p1
+        l.windowStart = p1
         l.count = end
         stagingLayer = li
         stagingBase = p0
@@ -46,12 +52,12 @@ extension KIVICache {
     }
 
     /// Makes layer `li` hold exactly tokens 0..<n (n <= its count), as if only they had been stored:
-    /// packed(n) tokens packed and the rest in the window. Tokens of a packed group that fall back
+    /// windowStart(n) tokens in the sink and packed, the rest in the window. Tokens of a packed group that fall back
     /// into the window come back dequantized.
     func rewind(_ li: Int, to n: Int) {
         let l = layers[li]
         if stagingLayer == li { stagingLayer = -1 }
-        let p0 = l.packed, p1 = packedCount(n)
+        let p0 = l.windowStart, p1 = windowStart(n)
         if p1 < p0 {
             let d = geometry.kvDim
             // Window tokens p0..<n move from slot j - p0 to slot j - p1 (an overlapping move).
@@ -61,12 +67,12 @@ extension KIVICache {
             for j in p1..<min(n, p0) {
                 dequantize(l, token: j, keys: l.windowKeys + (j - p1) * d, values: l.windowValues + (j - p1) * d)
             }
-            l.packed = p1
         }
+        l.windowStart = p1
         l.count = n
     }
 
-    /// Quantizes G tokens (rows of kvDim f16 keys and values) as packed group `gi`.
+    /// Quantizes G tokens (rows of kvDim f16 keys and values) as packed group `gi` (tokens S + gi * G...).
     func pack(_ l: Layer, group gi: Int, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>) {
         let d = geometry.kvDim, g = group, b = bits
         for c in 0..<d {
@@ -90,9 +96,10 @@ extension KIVICache {
         }
     }
 
-    /// The key and value a packed token stands for, as f16 rows.
-    func dequantize(_ l: Layer, token j: Int, keys: UnsafeMutablePointer<UInt16>, values: UnsafeMutablePointer<UInt16>) {
+    /// The key and value packed token `token` (>= S) stands for, as f16 rows.
+    func dequantize(_ l: Layer, token: Int, keys: UnsafeMutablePointer<UInt16>, values: UnsafeMutablePointer<UInt16>) {
         let d = geometry.kvDim, g = group
+        let j = token - sink
         let gi = j / g, i = j % g
         for c in 0..<d {
             let x = KIVIQuant.dequantize(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: bits,

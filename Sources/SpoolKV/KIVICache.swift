@@ -2,14 +2,15 @@ import SpoolKernels
 
 /// KIVI (Liu et al., 2024): keys quantized per channel over groups of G tokens, values per token over
 /// groups of G channels, 2/4/8-bit asymmetric codes with f16 scale and zero, and the newest tokens
-/// kept in f16 in a residual window of at most R tokens.
+/// kept in f16 in a residual window of at most R tokens. The first S tokens ("attention sinks",
+/// StreamingLLM) also stay in f16 for good: see `KVCacheConfiguration.sink`.
 ///
-/// Window and flushing. With c tokens stored, the first packed(c) = G * ceil(max(0, c - R) / G) are
-/// packed and the rest (at most R) are in the window: whenever the window would exceed R tokens, its
-/// oldest G tokens are quantized as one group. A prompt ending mid-group simply leaves a partial
+/// Window and flushing. With c tokens stored, tokens 0..<min(c, S) are sink tokens, the next
+/// G * ceil(max(0, c - S - R) / G) are packed and the rest (at most R) are in the window: whenever
+/// the window would exceed R tokens, its oldest G tokens are quantized as one group. A prompt ending mid-group simply leaves a partial
 /// group in the window. Because a group's codes depend only on its own tokens, the cache after a
 /// batch of n tokens is bit-identical to the cache after those n tokens one at a time, and attention
-/// keeps that equivalence too: query p sees tokens 0..<packed(p + 1) packed and the rest in f16,
+/// keeps that equivalence too: query p sees tokens S..<windowStart(p + 1) packed and the rest in f16,
 /// exactly what it would see in token-by-token decoding (the f16 rows of a batch's tokens that get
 /// packed during the batch are kept in `staging` until the layer's attention has run).
 ///
@@ -27,11 +28,12 @@ import SpoolKernels
 /// dot products, which breaks the fold of scales into the query that makes the packed dot cheap.
 ///
 /// Storage per layer:
-/// - keyCodes  (capacity / G groups, kvDim channels, G * bits / 8 bytes): channel-major per group
+/// - keyCodes  (packed groups, kvDim channels, G * bits / 8 bytes): channel-major per group
 /// - keyScale, keyZero  (groups, kvDim) f16
-/// - valueCodes  (capacity tokens, kvDim * bits / 8 bytes)
+/// - valueCodes  (packed tokens, kvDim * bits / 8 bytes), token S first
 /// - valueScale, valueZero  (tokens, kvDim / G) f16
-/// - windowKeys, windowValues  (R, kvDim) f16: tokens packed..<count
+/// - windowKeys, windowValues  (R, kvDim) f16: tokens windowStart..<count
+/// - sinkKeys, sinkValues  (S, kvDim) f16: tokens 0..<S
 public final class KIVICache: KVCache {
     public let geometry: KVGeometry
     public let configuration: KVCacheConfiguration
@@ -42,11 +44,13 @@ public final class KIVICache: KVCache {
     var bits: Int { layout.bits }
     var group: Int { layout.group }
     var residual: Int { layout.residual }
+    var sink: Int { layout.sink }
 
     /// One layer's packed store, scales and zeros, and window (see the type's comment for shapes).
     final class Layer {
         var count = 0
-        var packed = 0
+        /// Tokens before the window: the sink tokens and the packed ones (windowStart(count)).
+        var windowStart = 0
         let keyCodes: UnsafeMutableRawPointer
         let keyScale: UnsafeMutablePointer<UInt16>
         let keyZero: UnsafeMutablePointer<UInt16>
@@ -55,6 +59,8 @@ public final class KIVICache: KVCache {
         let valueZero: UnsafeMutablePointer<UInt16>
         let windowKeys: UnsafeMutablePointer<UInt16>
         let windowValues: UnsafeMutablePointer<UInt16>
+        let sinkKeys: UnsafeMutablePointer<UInt16>
+        let sinkValues: UnsafeMutablePointer<UInt16>
         let bytes: Int
 
         init(_ l: KIVILayout) {
@@ -68,14 +74,17 @@ public final class KIVICache: KVCache {
             valueZero = .allocate(capacity: max(1, l.packedCapacity * l.valueGroups))
             windowKeys = .allocate(capacity: l.residual * d)
             windowValues = .allocate(capacity: l.residual * d)
+            sinkKeys = .allocate(capacity: max(1, l.sink * d))
+            sinkValues = .allocate(capacity: max(1, l.sink * d))
             bytes = groups * d * (l.keyRowBytes + 4) + l.packedCapacity * (l.valueTokenBytes + 4 * l.valueGroups)
-                + 2 * l.residual * d * 2
+                + 2 * (l.residual + l.sink) * d * 2
         }
 
         deinit {
             keyCodes.deallocate(); keyScale.deallocate(); keyZero.deallocate()
             valueCodes.deallocate(); valueScale.deallocate(); valueZero.deallocate()
             windowKeys.deallocate(); windowValues.deallocate()
+            sinkKeys.deallocate(); sinkValues.deallocate()
         }
     }
 
@@ -108,9 +117,8 @@ public final class KIVICache: KVCache {
         stagingValues?.deallocate()
     }
 
-    /// Tokens packed when the cache holds c tokens.
     @inline(__always)
-    func packedCount(_ c: Int) -> Int { layout.packedCount(c) }
+    func windowStart(_ c: Int) -> Int { layout.windowStart(c) }
 
     /// Packed bytes per token over all layers (codes, and scales and zeros amortized over their
     /// groups); the residual window adds a fixed 2 * R * kvDim * 2 bytes per layer (`allocatedBytes`).
@@ -128,8 +136,8 @@ public final class KIVICache: KVCache {
 
 /// Sizes derived from a configuration and geometry.
 struct KIVILayout {
-    let bits: Int, group: Int, residual: Int, kvDim: Int
-    /// Tokens the packed store can hold: packedCount(capacity).
+    let bits: Int, group: Int, residual: Int, sink: Int, kvDim: Int
+    /// Tokens the packed store can hold: windowStart(capacity) - sink.
     let packedCapacity: Int
     /// G * bits / 8: one channel of one key group.
     let keyRowBytes: Int
@@ -142,14 +150,18 @@ struct KIVILayout {
         bits = c.bits
         group = c.group
         residual = c.residual
+        sink = c.sink
         kvDim = g.kvDim
         keyRowBytes = group * bits / 8
         valueTokenBytes = kvDim * bits / 8
         valueGroups = kvDim / group
-        packedCapacity = group * ((max(0, g.capacity - residual) + group - 1) / group)
+        let cap = max(0, g.capacity)
+        packedCapacity = group * ((max(0, cap - c.sink - residual) + group - 1) / group)
     }
 
-    /// Tokens packed when the cache holds c tokens.
+    /// Tokens before the window when the cache holds c tokens: min(c, S) sink tokens, then whole
+    /// packed groups, leaving at most R tokens in the window. Packed group gi holds tokens
+    /// S + gi * G ..< S + (gi + 1) * G.
     @inline(__always)
-    func packedCount(_ c: Int) -> Int { group * ((max(0, c - residual) + group - 1) / group) }
+    func windowStart(_ c: Int) -> Int { min(c, sink) + group * ((max(0, c - sink - residual) + group - 1) / group) }
 }

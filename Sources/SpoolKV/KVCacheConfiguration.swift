@@ -16,13 +16,21 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// near 0.2x of f16 at context 2048 (R = 32: 0.200x, R = 64: 0.213x, R = 128: 0.238x).
     /// Measured perplexity differences between R = 32 and 64 are in the closing note of issue 5.
     public var residual: Int
+    /// KIVI attention sinks: the first tokens of the context stay in f16 for good.
+    ///
+    /// Small models put most of their attention on the first token (StreamingLLM's "attention
+    /// sink"), and its key has outlier channels: quantized with the next G - 1 tokens it both loses
+    /// its own precision (an error every later query weights heavily) and stretches the per-channel
+    /// range of its group. Measured on SmolLM2-135M, see issue 5's closing note.
+    public var sink: Int
 
     public static let supportedBits = [2, 4, 8, 16, 32]
 
-    public init(bits: Int = 32, group: Int = 32, residual: Int = 32) {
+    public init(bits: Int = 32, group: Int = 32, residual: Int = 32, sink: Int = 4) {
         self.bits = bits
         self.group = group
         self.residual = residual
+        self.sink = sink
     }
 
     public var isQuantized: Bool { bits < 16 }
@@ -35,6 +43,7 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
         guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
         guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }
         guard residual >= group, residual <= 1024 else { throw .badResidual(residual, group: group) }
+        guard sink >= 0, sink <= 256 else { throw .badSink(sink) }
     }
 
     /// A cache for `geometry`.
@@ -49,6 +58,7 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
     case headDimNotMultipleOf8(Int)
     case groupDoesNotDivideKVDim(group: Int, kvDim: Int)
     case badResidual(Int, group: Int)
+    case badSink(Int)
 
     public var description: String {
         switch self {
@@ -57,6 +67,7 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
         case let .headDimNotMultipleOf8(d): return "the quantized KV cache needs a head dimension that is a multiple of 8; this model's is \(d)"
         case let .groupDoesNotDivideKVDim(g, d): return "--kv-group \(g) must divide the model's key/value width \(d) (value groups run over channels)"
         case let .badResidual(r, g): return "--kv-residual \(r) must be between the group size \(g) and 1024"
+        case let .badSink(s): return "--kv-sink \(s) must be between 0 and 256"
         }
     }
 }

@@ -32,8 +32,10 @@ struct KVOptions: ParsableArguments {
     var group = KVCacheConfiguration().group
     @Option(name: .customLong("kv-residual"), help: "KIVI residual window: newest tokens kept in f16 (at least the group size).")
     var residual = KVCacheConfiguration().residual
+    @Option(name: .customLong("kv-sink"), help: "KIVI attention sinks: first tokens of the context kept in f16.")
+    var sink = KVCacheConfiguration().sink
 
-    var configuration: KVCacheConfiguration { KVCacheConfiguration(bits: bits, group: group, residual: residual) }
+    var configuration: KVCacheConfiguration { KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink) }
 
     func validate() throws {
         guard KVCacheConfiguration.supportedBits.contains(bits) else {

@@ -5,8 +5,8 @@ import XCTest
 final class KIVICacheTests: XCTestCase {
     let pool = ThreadPool(threads: 2)
 
-    func kivi(bits: Int, group: Int = 32, residual: Int = 32, geometry: KVGeometry = smallGeometry) throws -> KIVICache {
-        try KIVICache(geometry: geometry, configuration: KVCacheConfiguration(bits: bits, group: group, residual: residual))
+    func kivi(bits: Int, group: Int = 32, residual: Int = 32, sink: Int = 0, geometry: KVGeometry = smallGeometry) throws -> KIVICache {
+        try KIVICache(geometry: geometry, configuration: KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink))
     }
 
     /// Every attention output of `outputs` (queries from..<to) against double-precision attention
@@ -31,8 +31,8 @@ final class KIVICacheTests: XCTestCase {
 
     func testPackedAttentionMatchesReferenceOverHeldData() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 150, seed: 10)
-        for bits in [2, 4, 8] {
-            let cache = try kivi(bits: bits)
+        for (bits, sink) in [(2, 0), (4, 0), (8, 0), (2, 4)] {
+            let cache = try kivi(bits: bits, sink: sink)
             // A prefill ending mid-group, then a few decode steps across a group boundary.
             let out = try storeAndAttend(cache, data, from: 0, to: 77, pool: pool)
             checkAgainstHeldData(cache, data, from: 0, to: 77, outputs: out)
@@ -63,9 +63,9 @@ final class KIVICacheTests: XCTestCase {
 
     func testBatchAndTokenByTokenGiveIdenticalResults() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 130, seed: 12)
-        for (group, residual) in [(32, 32), (32, 64), (16, 40)] {
-            let batch = try kivi(bits: 2, group: group, residual: residual)
-            let stepwise = try kivi(bits: 2, group: group, residual: residual)
+        for (group, residual, sink) in [(32, 32, 0), (32, 64, 0), (16, 40, 0), (32, 32, 4), (16, 32, 1)] {
+            let batch = try kivi(bits: 2, group: group, residual: residual, sink: sink)
+            let stepwise = try kivi(bits: 2, group: group, residual: residual, sink: sink)
             let a = try storeAndAttend(batch, data, from: 0, to: 101, pool: pool)
             batch.commit(upTo: 101)
             var b: [Float] = []
@@ -73,7 +73,7 @@ final class KIVICacheTests: XCTestCase {
                 b += try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
                 stepwise.commit(upTo: t + 1)
             }
-            XCTAssertEqual(a, b, "G \(group) R \(residual)")
+            XCTAssertEqual(a, b, "G \(group) R \(residual) S \(sink)")
             // And the next decode step agrees too, after a prompt that ended mid-group.
             XCTAssertEqual(try storeAndAttend(batch, data, from: 101, to: 102, pool: pool), try storeAndAttend(stepwise, data, from: 101, to: 102, pool: pool))
         }
@@ -81,47 +81,56 @@ final class KIVICacheTests: XCTestCase {
 
     func testWindowFlushesOneGroupAtATime() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 200, seed: 13)
-        let cache = try kivi(bits: 2, group: 32, residual: 64)
-        var expected: [(count: Int, packed: Int)] = []
-        for c in [1, 63, 64, 65, 95, 96, 97, 128, 129, 160, 161] {
-            try storeAndAttend(cache, data, from: cache.layers[0].count, to: c, pool: pool)
-            cache.commit(upTo: c)
-            expected.append((c, cache.layers[0].packed))
-            XCTAssertEqual(cache.layers[0].packed % 32, 0)
-            XCTAssertLessThanOrEqual(c - cache.layers[0].packed, 64, "window over R at \(c)")
+        let cases: [(sink: Int, counts: [Int], windowStarts: [Int])] = [
+            (0, [1, 63, 64, 65, 95, 96, 97, 128, 129, 160, 161], [0, 0, 0, 32, 32, 32, 64, 64, 96, 96, 128]),
+            (4, [1, 3, 4, 5, 67, 68, 69, 100, 101, 133], [1, 3, 4, 4, 4, 4, 36, 36, 68, 100]),
+        ]
+        for (sink, counts, windowStarts) in cases {
+            let cache = try kivi(bits: 2, group: 32, residual: 64, sink: sink)
+            var got: [Int] = []
+            for c in counts {
+                try storeAndAttend(cache, data, from: cache.layers[0].count, to: c, pool: pool)
+                cache.commit(upTo: c)
+                let ws = cache.layers[0].windowStart
+                got.append(ws)
+                XCTAssertLessThanOrEqual(c - ws, 64, "window over R at \(c)")
+            }
+            XCTAssertEqual(got, windowStarts, "sink \(sink)")
         }
-        XCTAssertEqual(expected.map(\.packed), [0, 0, 0, 32, 32, 32, 64, 64, 96, 96, 128])
     }
 
     func testTruncateIntoPackedRegionAndRegrow() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 200, seed: 14)
-        let cache = try kivi(bits: 2, group: 32, residual: 32)
-        try storeAndAttend(cache, data, from: 0, to: 100, pool: pool)
-        cache.commit(upTo: 100)
-        XCTAssertEqual(cache.layers[0].packed, 96)
-        let before = (0..<100).map { cache.seenKeyValue(layer: 0, token: $0, visible: 100) }
-        cache.truncate(to: 40)
-        XCTAssertEqual(cache.count, 40)
-        XCTAssertEqual(cache.layers[0].packed, 32)
-        // Group 0 stays packed as it was; tokens 32..<40 came back from packed group 1 as f16
-        // copies of their dequantized values.
-        for j in 0..<40 {
-            let now = cache.seenKeyValue(layer: 0, token: j, visible: 40)
-            let want: (key: [Float], value: [Float]) = j < 32 ? before[j] : (before[j].key.map { Float(Float16($0)) }, before[j].value.map { Float(Float16($0)) })
-            XCTAssertEqual(now.key, want.key, "token \(j)")
-            XCTAssertEqual(now.value, want.value, "token \(j)")
+        // (sink, window start at 100 tokens, window start at 40, first token restored from a group)
+        for (sink, at100, at40) in [(0, 96, 32), (4, 68, 36)] {
+            let cache = try kivi(bits: 2, group: 32, residual: 32, sink: sink)
+            try storeAndAttend(cache, data, from: 0, to: 100, pool: pool)
+            cache.commit(upTo: 100)
+            XCTAssertEqual(cache.layers[0].windowStart, at100)
+            let before = (0..<100).map { cache.seenKeyValue(layer: 0, token: $0, visible: 100) }
+            cache.truncate(to: 40)
+            XCTAssertEqual(cache.count, 40)
+            XCTAssertEqual(cache.layers[0].windowStart, at40)
+            // Sink and group 0 stay as they were; tokens at40..<40 came back from the next packed
+            // group as f16 copies of their dequantized values.
+            for j in 0..<40 {
+                let now = cache.seenKeyValue(layer: 0, token: j, visible: 40)
+                let want: (key: [Float], value: [Float]) = j < at40 ? before[j] : (before[j].key.map { Float(Float16($0)) }, before[j].value.map { Float(Float16($0)) })
+                XCTAssertEqual(now.key, want.key, "token \(j)")
+                XCTAssertEqual(now.value, want.value, "token \(j)")
+            }
+            // Regrow past the old length: attention is exact over what the cache holds.
+            let out = try storeAndAttend(cache, data, from: 40, to: 110, pool: pool)
+            checkAgainstHeldData(cache, data, from: 40, to: 110, outputs: out)
+            cache.commit(upTo: 110)
+            // A store at an earlier position rewinds the layer the same way.
+            let again = try storeAndAttend(cache, data, from: 70, to: 90, pool: pool)
+            checkAgainstHeldData(cache, data, from: 70, to: 90, outputs: again)
+            // Truncating to 0 gives a cache that behaves like a fresh one.
+            cache.truncate(to: 0)
+            let fresh = try kivi(bits: 2, group: 32, residual: 32, sink: sink)
+            XCTAssertEqual(try storeAndAttend(cache, data, from: 0, to: 77, pool: pool), try storeAndAttend(fresh, data, from: 0, to: 77, pool: pool))
         }
-        // Regrow past the old length: attention is exact over what the cache holds.
-        let out = try storeAndAttend(cache, data, from: 40, to: 110, pool: pool)
-        checkAgainstHeldData(cache, data, from: 40, to: 110, outputs: out)
-        cache.commit(upTo: 110)
-        // A store at an earlier position rewinds the layer the same way.
-        let again = try storeAndAttend(cache, data, from: 70, to: 90, pool: pool)
-        checkAgainstHeldData(cache, data, from: 70, to: 90, outputs: again)
-        // Truncating to 0 gives a cache that behaves like a fresh one.
-        cache.truncate(to: 0)
-        let fresh = try kivi(bits: 2, group: 32, residual: 32)
-        XCTAssertEqual(try storeAndAttend(cache, data, from: 0, to: 77, pool: pool), try storeAndAttend(fresh, data, from: 0, to: 77, pool: pool))
     }
 
     func testStoreErrors() throws {
@@ -143,6 +152,7 @@ final class KIVICacheTests: XCTestCase {
         check(.init(bits: 2, group: 12), .badGroup(12))
         check(.init(bits: 2, group: 128), .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
         check(.init(bits: 2, group: 32, residual: 16), .badResidual(16, group: 32))
+        check(.init(bits: 2, sink: -1), .badSink(-1))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
     }
@@ -150,7 +160,7 @@ final class KIVICacheTests: XCTestCase {
     func testMemoryAtContext2048() throws {
         let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048)
         let f16 = FloatKVCache(geometry: g, precision: .f16)
-        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2, group: 32, residual: 32))
+        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2, group: 32, residual: 32, sink: 0))
         XCTAssertEqual(f16.allocatedBytes, 2048 * 23040)
         // 2-bit codes plus f16 scale and zero per 32: 3 bits per element.
         XCTAssertEqual(k2.bytesPerToken, 30 * 144)
