@@ -59,7 +59,8 @@ public final class FloatKVCache: KVCache {
         pool.parallelRanges(tasks) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
             let qh = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
-            defer { scores.deallocate(); qh.deallocate() }
+            let acc = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
+            defer { scores.deallocate(); qh.deallocate(); acc.deallocate() }
             for task in range {
                 let t = task / g.queryHeads, h = task % g.queryHeads
                 let kvh = h / group
@@ -75,12 +76,14 @@ public final class FloatKVCache: KVCache {
                     out.initialize(repeating: 0, count: g.headDim)
                     for j in 0..<n { Self.axpy(scores[j], vf + j * g.kvDim + head, out, g.headDim) }
                 case .f16:
-                    for i in 0..<g.headDim { qh[i] = Half.float(Half.bits(q[i])) }
+                    for i in 0..<g.headDim { acc[i] = Half.float(Half.bits(q[i])) }
+                    KVKernels.deinterleave(acc, g.headDim, into: qh)
                     let kh = k.assumingMemoryBound(to: UInt16.self), vh = v.assumingMemoryBound(to: UInt16.self)
                     for j in 0..<n { scores[j] = KVKernels.dotHalf(qh, kh + j * g.kvDim + head, g.headDim) * scale }
                     Kernels.softmax(scores, n: n)
-                    out.initialize(repeating: 0, count: g.headDim)
-                    for j in 0..<n { KVKernels.axpyHalf(scores[j], vh + j * g.kvDim + head, out, g.headDim) }
+                    acc.initialize(repeating: 0, count: g.headDim)
+                    for j in 0..<n { KVKernels.axpyHalf(scores[j], vh + j * g.kvDim + head, acc, g.headDim) }
+                    KVKernels.interleave(acc, g.headDim, into: out)
                 }
             }
         }

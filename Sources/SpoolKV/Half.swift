@@ -25,15 +25,27 @@ enum Half {
         return Float(bitPattern: f.bitPattern | ((w & 0x8000) &<< 16))
     }
 
-    /// Eight halves from `p` (unaligned) as floats.
+    /// Eight halves from `p` (unaligned) as floats, split into even (h0, h2, h4, h6) and odd
+    /// (h1, h3, h5, h7) lanes: two halves per 32-bit lane is what SSE2 can widen without a shuffle
+    /// (the stdlib's SIMD8 widening conversions are not inlined, and cost a call each). Callers
+    /// keep their other operand in the same order (`KVKernels.deinterleave`).
     @inline(__always)
-    static func load8(_ p: UnsafePointer<UInt16>) -> V {
-        let w = SIMD8<UInt32>(truncatingIfNeeded: UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt16>.self))
+    static func load8Split(_ p: UnsafePointer<UInt16>) -> (even: SIMD4<Float>, odd: SIMD4<Float>) {
+        let raw = UnsafeRawPointer(p).loadUnaligned(as: SIMD4<UInt32>.self)
+        return (convert4(raw & 0xffff), convert4(raw &>> 16))
+    }
+
+    /// Four halves held in the low 16 bits of each lane, as floats.
+    @inline(__always)
+    static func convert4(_ w: SIMD4<UInt32>) -> SIMD4<Float> {
         let em = (w & 0x7fff) &<< 13
-        let scaled = unsafeBitCast(unsafeBitCast(em, to: V.self) * 0x1p112, to: SIMD8<UInt32>.self)
-        let special = (w & 0x7c00) .== 0x7c00
-        let bits = scaled.replacing(with: em | 0x7f80_0000, where: special) | ((w & 0x8000) &<< 16)
-        return unsafeBitCast(bits, to: V.self)
+        let scaled = unsafeBitCast(unsafeBitCast(em, to: SIMD4<Float>.self) * 0x1p112, to: SIMD4<UInt32>.self)
+        // Exponent 31 (inf/NaN): (e + 1) << 10 carries into bit 15. The scaled value then has
+        // exponent 143 and the right mantissa, so OR-ing in the all-ones exponent finishes it.
+        let special = (((w & 0x7c00) &+ 0x0400) &>> 15) & 1
+        let allOnesIfSpecial = SIMD4<UInt32>.zero &- special
+        let bits = scaled | (allOnesIfSpecial & 0x7f80_0000) | ((w & 0x8000) &<< 16)
+        return unsafeBitCast(bits, to: SIMD4<Float>.self)
     }
 
     /// Converts `count` floats to halves.

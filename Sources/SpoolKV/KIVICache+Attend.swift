@@ -42,22 +42,23 @@ extension KIVICache {
                 let frozen = min(max(layout.windowStart(n), floatBase), n)
                 let sinkEnd = min(S, frozen)
                 let packedTokens = frozen - sinkEnd
-                for i in 0..<hd { qa[i] = q[i] * attnScale }
+                for i in 0..<hd { qs[i] = q[i] * attnScale }
+                // qa: the scaled query in the lane order of the f16 row kernels.
+                KVKernels.deinterleave(qs, hd, into: qa)
 
                 // Keys.
                 for j in 0..<sinkEnd { scores[j] = KVKernels.dotHalf(qa, l.sinkKeys + j * d + head, hd) }
                 let keyGroups = (packedTokens + G - 1) / G
                 for gi in 0..<keyGroups {
                     let ks = l.keyScale + gi * d + head, kz = l.keyZero + gi * d + head
-                    var zacc = SIMD8<Float>.zero
-                    var c = 0
-                    while c < hd {
-                        let qv = UnsafeRawPointer(qa + c).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(qs + c).storeBytes(of: qv * Half.load8(ks + c), as: SIMD8<Float>.self)
-                        zacc += qv * Half.load8(kz + c)
-                        c += 8
+                    // Fold the channel scales and zero points into the query.
+                    var qz: Float = 0
+                    for c in 0..<hd {
+                        let qc = q[c] * attnScale
+                        qs[c] = qc * Half.float(ks[c])
+                        qz += qc * Half.float(kz[c])
                     }
-                    KVKernels.keyGroupScores(W.self, qs: qs, qz: zacc.sum(), codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
+                    KVKernels.keyGroupScores(W.self, qs: qs, qz: qz, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
                                              rowBytes: layout.keyRowBytes, channels: hd, group: G, into: scores + sinkEnd + gi * G)
                 }
                 for j in frozen..<n {
@@ -65,15 +66,16 @@ extension KIVICache {
                 }
                 Kernels.softmax(scores, n: n)
 
-                // Values.
-                for j in 0..<sinkEnd { KVKernels.axpyHalf(scores[j], l.sinkValues + j * d + head, out, hd) }
+                // Values: f16 rows into qs (deinterleaved, reused as scratch), packed ones into out.
+                qs.initialize(repeating: 0, count: hd)
+                for j in 0..<sinkEnd { KVKernels.axpyHalf(scores[j], l.sinkValues + j * d + head, qs, hd) }
+                for j in frozen..<n { KVKernels.axpyHalf(scores[j], fv + (j - floatBase) * d + head, qs, hd) }
+                KVKernels.interleave(qs, hd, into: qa)
+                for i in 0..<hd { out[i] = qa[i] }
                 KVKernels.valueAccumulate(W.self, weights: scores + sinkEnd, tokens: packedTokens,
                                           codes: l.valueCodes + head * layout.bits / 8, tokenBytes: layout.valueTokenBytes,
                                           scales: l.valueScale + head / G, zeros: l.valueZero + head / G,
                                           groupsPerToken: layout.valueGroups, firstChannel: head, channels: hd, group: G, into: out)
-                for j in frozen..<n {
-                    KVKernels.axpyHalf(scores[j], fv + (j - floatBase) * d + head, out, hd)
-                }
             }
         }
     }

@@ -83,9 +83,13 @@ enum Code4: CodeWidth {
 
 enum Code8: CodeWidth {
     static var bits: Int { 8 }
-    static var laneScale: SIMD8<Float> { SIMD8(repeating: 1) }
+    static var laneScale: SIMD8<Float> { SIMD8(1, 0x1p-8, 1, 0x1p-8, 1, 0x1p-8, 1, 0x1p-8) }
     @inline(__always)
     static func unpack8(_ row: UnsafeRawPointer, chunk: Int) -> SIMD8<Float> {
-        kiviSmallIntsToFloat(SIMD8<UInt32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: chunk * 8, as: SIMD8<UInt8>.self)))
+        let v = row.loadUnaligned(fromByteOffset: chunk * 8, as: UInt64.self)
+        let a = UInt32(truncatingIfNeeded: v) & 0xffff, b = UInt32(truncatingIfNeeded: v >> 16) & 0xffff
+        let c = UInt32(truncatingIfNeeded: v >> 32) & 0xffff, d = UInt32(truncatingIfNeeded: v >> 48)
+        let masks = SIMD8<UInt32>(0xff, 0xff00, 0xff, 0xff00, 0xff, 0xff00, 0xff, 0xff00)
+        return kiviSmallIntsToFloat(SIMD8(a, a, b, b, c, c, d, d) & masks)
     }
 }

@@ -9,18 +9,39 @@ enum KVKernels {
 
     // MARK: f16 rows
 
-    /// dot(a, half row b) over n values (n a multiple of 8 on the fast path).
+    /// Reorders each full chunk of 8 values to (x0, x2, x4, x6, x1, x3, x5, x7), the lane order of
+    /// `Half.load8Split`; a tail shorter than 8 stays as it is.
+    @inline(__always)
+    static func deinterleave(_ x: UnsafePointer<Float>, _ n: Int, into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 8 <= n {
+            for k in 0..<4 { out[i + k] = x[i + 2 * k]; out[i + 4 + k] = x[i + 2 * k + 1] }
+            i += 8
+        }
+        while i < n { out[i] = x[i]; i += 1 }
+    }
+
+    /// The inverse of `deinterleave`.
+    @inline(__always)
+    static func interleave(_ x: UnsafePointer<Float>, _ n: Int, into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 8 <= n {
+            for k in 0..<4 { out[i + 2 * k] = x[i + k]; out[i + 2 * k + 1] = x[i + 4 + k] }
+            i += 8
+        }
+        while i < n { out[i] = x[i]; i += 1 }
+    }
+
+    /// dot(a, half row b) over n values, with `a` in `deinterleave` order.
     @inline(__always)
     static func dotHalf(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, _ n: Int) -> Float {
-        var acc0 = V.zero, acc1 = V.zero
+        typealias V4 = SIMD4<Float>
+        var acc0 = V4.zero, acc1 = V4.zero
         var i = 0
-        while i + 16 <= n {
-            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: V.self) * Half.load8(b + i)
-            acc1 += UnsafeRawPointer(a + i + 8).loadUnaligned(as: V.self) * Half.load8(b + i + 8)
-            i += 16
-        }
-        if i + 8 <= n {
-            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: V.self) * Half.load8(b + i)
+        while i + 8 <= n {
+            let (even, odd) = Half.load8Split(b + i)
+            acc0 += UnsafeRawPointer(a + i).loadUnaligned(as: V4.self) * even
+            acc1 += UnsafeRawPointer(a + i + 4).loadUnaligned(as: V4.self) * odd
             i += 8
         }
         var s = (acc0 + acc1).sum()
@@ -28,18 +49,22 @@ enum KVKernels {
         return s
     }
 
-    /// out += w * half row x.
+    /// out += w * half row x, with `out` in `deinterleave` order.
     @inline(__always)
     static func axpyHalf(_ w: Float, _ x: UnsafePointer<UInt16>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        typealias V4 = SIMD4<Float>
         var i = 0
         while i + 8 <= n {
+            let (even, odd) = Half.load8Split(x + i)
             let o = UnsafeMutableRawPointer(out + i)
-            o.storeBytes(of: o.loadUnaligned(as: V.self) + w * Half.load8(x + i), as: V.self)
+            o.storeBytes(of: o.loadUnaligned(as: V4.self) + w * even, as: V4.self)
+            o.storeBytes(of: o.loadUnaligned(fromByteOffset: 16, as: V4.self) + w * odd, toByteOffset: 16, as: V4.self)
             i += 8
         }
         while i < n { out[i] += w * Half.float(x[i]); i += 1 }
     }
 
+    /// Reference for `dotHalf`, with `a` in natural order.
     static func dotHalfReference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, _ n: Int) -> Float {
         var s = 0.0
         for i in 0..<n { s += Double(a[i]) * Double(Half.referenceFloat(b[i])) }

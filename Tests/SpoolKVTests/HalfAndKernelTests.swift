@@ -6,10 +6,10 @@ final class HalfAndKernelTests: XCTestCase {
         var halves = [UInt16](repeating: 0, count: 8)
         for base in stride(from: 0, to: 65536, by: 8) {
             for i in 0..<8 { halves[i] = UInt16(base + i) }
-            let simd = halves.withUnsafeBufferPointer { Half.load8($0.baseAddress!) }
+            let (even, odd) = halves.withUnsafeBufferPointer { Half.load8Split($0.baseAddress!) }
             for i in 0..<8 {
                 let ref = Half.referenceFloat(halves[i])
-                for got in [simd[i], Half.float(halves[i])] {
+                for got in [i % 2 == 0 ? even[i / 2] : odd[i / 2], Half.float(halves[i])] {
                     if ref.isNaN { XCTAssertTrue(got.isNaN, "\(halves[i])") } else {
                         XCTAssertEqual(got.bitPattern, ref.bitPattern, "half \(halves[i])")
                     }
@@ -22,9 +22,27 @@ final class HalfAndKernelTests: XCTestCase {
         var r = TestRandom(seed: 1)
         for n in [8, 24, 64, 70] {
             let a = r.floats(n), b = r.floats(n, -3, 3).map { Half.bits($0) }
-            let got = KVKernels.dotHalf(a, b, n), ref = KVKernels.dotHalfReference(a, b, n)
+            var split = a
+            KVKernels.deinterleave(a, n, into: &split)
+            let got = KVKernels.dotHalf(split, b, n), ref = KVKernels.dotHalfReference(a, b, n)
             let mag = (0..<n).reduce(Float(0)) { $0 + abs(a[$1] * Half.referenceFloat(b[$1])) }
             XCTAssertLessThanOrEqual(abs(got - ref), MAX_KV_KERNEL_REL_ERROR * mag, "n \(n)")
+        }
+    }
+
+    func testAxpyHalfMatchesReferenceAndInterleaveInverts() {
+        var r = TestRandom(seed: 5)
+        for n in [8, 64, 70] {
+            let x = r.floats(n, -3, 3).map { Half.bits($0) }, start = r.floats(n), w = r.float(-2, 2)
+            var split = start, back = start
+            KVKernels.deinterleave(start, n, into: &split)
+            XCTAssertNotEqual(split, start)
+            KVKernels.axpyHalf(w, x, &split, n)
+            KVKernels.interleave(split, n, into: &back)
+            for i in 0..<n {
+                let ref = Double(start[i]) + Double(w) * Double(Half.referenceFloat(x[i]))
+                XCTAssertLessThanOrEqual(abs(Double(back[i]) - ref), Double(MAX_KV_KERNEL_REL_ERROR) * (abs(Double(start[i])) + abs(ref)), "n \(n) i \(i)")
+            }
         }
     }
 
