@@ -2,10 +2,21 @@ import SpoolKernels
 
 extension KIVICache {
     public func attend(layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        switch bits {
+        switch keyBits {
         case 2: attend(Code2.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
         case 4: attend(Code4.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
         default: attend(Code8.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
+        }
+    }
+
+    func attend<K: CodeWidth>(
+        _ keys: K.Type, layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>,
+        output: UnsafeMutablePointer<Float>, pool: ThreadPool
+    ) {
+        switch valueBits {
+        case 2: attend(K.self, Code2.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
+        case 4: attend(K.self, Code4.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
+        default: attend(K.self, Code8.self, layer: li, start: start, tokens: tokens, queries: queries, output: output, pool: pool)
         }
     }
 
@@ -14,8 +25,8 @@ extension KIVICache {
     /// the last one stored, otherwise the window. Scores of a packed group come from
     /// `KVKernels.keyGroupScores` with the channel scales folded into the query; the weighted value
     /// sum reads codes directly.
-    func attend<W: CodeWidth>(
-        _ width: W.Type, layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>,
+    func attend<K: CodeWidth, V: CodeWidth>(
+        _ keys: K.Type, _ values: V.Type, layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>,
         output: UnsafeMutablePointer<Float>, pool: ThreadPool
     ) {
         let g = geometry, l = layers[li], layout = layout
@@ -29,7 +40,8 @@ extension KIVICache {
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: scoreCapacity)
             let qa = UnsafeMutablePointer<Float>.allocate(capacity: hd)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: hd)
-            defer { scores.deallocate(); qa.deallocate(); qs.deallocate() }
+            let rotated = UnsafeMutablePointer<Float>.allocate(capacity: rope == nil ? 1 : G * hd + G)
+            defer { scores.deallocate(); qa.deallocate(); qs.deallocate(); rotated.deallocate() }
             for task in range {
                 let t = task / heads, h = task % heads
                 let kvh = h / perKV, head = kvh * hd
@@ -49,7 +61,13 @@ extension KIVICache {
                 // Keys.
                 for j in 0..<sinkEnd { scores[j] = KVKernels.dotHalf(qa, l.sinkKeys + j * d + head, hd) }
                 let keyGroups = (packedTokens + G - 1) / G
-                for gi in 0..<keyGroups {
+                if let rope = self.rope {
+                    for gi in 0..<keyGroups {
+                        Self.preRoPEGroupScores(K.self, l, layout: layout, group: gi, head: head, headDim: hd, firstToken: S + gi * G,
+                                                query: q, scale: attnScale, rope: rope, scratch: rotated, into: scores + sinkEnd + gi * G)
+                    }
+                }
+                for gi in 0..<(rope == nil ? keyGroups : 0) {
                     let ks = l.keyScale + gi * d + head, kz = l.keyZero + gi * d + head
                     // Fold the channel scales and zero points into the query.
                     var qz: Float = 0
@@ -58,7 +76,7 @@ extension KIVICache {
                         qs[c] = qc * Half.float(ks[c])
                         qz += qc * Half.float(kz[c])
                     }
-                    KVKernels.keyGroupScores(W.self, qs: qs, qz: qz, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
+                    KVKernels.keyGroupScores(K.self, qs: qs, qz: qz, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
                                              rowBytes: layout.keyRowBytes, channels: hd, group: G, into: scores + sinkEnd + gi * G)
                 }
                 for j in frozen..<n {
@@ -72,11 +90,38 @@ extension KIVICache {
                 for j in frozen..<n { KVKernels.axpyHalf(scores[j], fv + (j - floatBase) * d + head, qs, hd) }
                 KVKernels.interleave(qs, hd, into: qa)
                 for i in 0..<hd { out[i] = qa[i] }
-                KVKernels.valueAccumulate(W.self, weights: scores + sinkEnd, tokens: packedTokens,
-                                          codes: l.valueCodes + head * layout.bits / 8, tokenBytes: layout.valueTokenBytes,
+                KVKernels.valueAccumulate(V.self, weights: scores + sinkEnd, tokens: packedTokens,
+                                          codes: l.valueCodes + head * layout.valueBits / 8, tokenBytes: layout.valueTokenBytes,
                                           scales: l.valueScale + head / G, zeros: l.valueZero + head / G,
                                           groupsPerToken: layout.valueGroups, firstChannel: head, channels: hd, group: G, into: out)
             }
+        }
+    }
+
+    /// Scores of one pre-RoPE key group: dequantize the group's keys of one head (G x headDim, into
+    /// `scratch`), rotate them to their positions, and dot each with the query. Slower than the
+    /// folded post-RoPE path: the rotation depends on the token, so the scales cannot go into the query.
+    static func preRoPEGroupScores<K: CodeWidth>(
+        _: K.Type, _ l: Layer, layout: KIVILayout, group gi: Int, head: Int, headDim hd: Int, firstToken: Int,
+        query q: UnsafePointer<Float>, scale: Float, rope: RopeTable, scratch: UnsafeMutablePointer<Float>,
+        into scores: UnsafeMutablePointer<Float>
+    ) {
+        let G = layout.group, d = layout.kvDim
+        for c in 0..<hd {
+            let s = Half.float(l.keyScale[gi * d + head + c]), z = Half.float(l.keyZero[gi * d + head + c])
+            let row = l.keyCodes + (gi * d + head + c) * layout.keyRowBytes
+            for chunk in 0..<(G / 8) {
+                let v = K.unpack8(row, chunk: chunk) * K.laneScale * s + z
+                for m in 0..<8 { scratch[(chunk * 8 + m) * hd + c] = v[m] }
+            }
+        }
+        let positions = UnsafeMutableRawPointer(scratch + G * hd).assumingMemoryBound(to: Int32.self)
+        for i in 0..<G { positions[i] = Int32(firstToken + i) }
+        Kernels.rope(scratch, tokens: G, heads: 1, headDim: hd, positions: positions, table: rope)
+        for i in 0..<G {
+            var s: Float = 0
+            for c in 0..<hd { s += q[c] * scratch[i * hd + c] }
+            scores[i] = s * scale
         }
     }
 
@@ -101,14 +146,10 @@ extension KIVICache {
         if j < min(sink, frozen) { return row(l.sinkKeys + j * d, l.sinkValues + j * d) }
         if j >= frozen { return row(fk + (j - floatBase) * d, fv + (j - floatBase) * d) }
         let p = j - sink
-        let gi = p / G, i = p % G
-        let key = (0..<d).map { c in
-            Half.referenceFloat(l.keyScale[gi * d + c]) * Float(KIVIQuant.code(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: bits))
-                + Half.referenceFloat(l.keyZero[gi * d + c])
-        }
+        let key = packedKey(l, token: j)
         let value = (0..<d).map { c in
             let vg = p * layout.valueGroups + c / G
-            return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: bits))
+            return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: valueBits))
                 + Half.referenceFloat(l.valueZero[vg])
         }
         return (key, value)

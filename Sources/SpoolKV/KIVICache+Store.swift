@@ -1,3 +1,5 @@
+import SpoolKernels
+
 extension KIVICache {
     public func store(layer li: Int, start: Int, tokens: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>) throws {
         guard start >= 0, tokens >= 0, start + tokens <= geometry.capacity else {
@@ -74,20 +76,31 @@ extension KIVICache {
 
     /// Quantizes G tokens (rows of kvDim f16 keys and values) as packed group `gi` (tokens S + gi * G...).
     func pack(_ l: Layer, group gi: Int, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>) {
-        let d = geometry.kvDim, g = group, b = bits
+        let d = geometry.kvDim, g = group
+        // Pre-RoPE keys: rotate the group's keys back by their positions first.
+        var unrotated: [Float] = []
+        if let rope {
+            unrotated = (0..<(g * d)).map { Half.float(keys[$0]) }
+            let positions = (0..<g).map { Int32(-(sink + gi * g + $0)) }
+            unrotated.withUnsafeMutableBufferPointer { x in
+                positions.withUnsafeBufferPointer { p in
+                    Kernels.rope(x.baseAddress!, tokens: g, heads: geometry.kvHeads, headDim: geometry.headDim, positions: p.baseAddress!, table: rope)
+                }
+            }
+        }
         for c in 0..<d {
-            let (s, z) = KIVIQuant.quantize(n: g, bits: b, codes: l.keyCodes + (gi * d + c) * layout.keyRowBytes) {
-                Half.float(keys[$0 * d + c])
+            let (s, z) = KIVIQuant.quantize(n: g, bits: keyBits, codes: l.keyCodes + (gi * d + c) * layout.keyRowBytes) {
+                rope == nil ? Half.float(keys[$0 * d + c]) : unrotated[$0 * d + c]
             }
             l.keyScale[gi * d + c] = s
             l.keyZero[gi * d + c] = z
         }
-        let groupBytes = g * b / 8
+        let groupBytes = g * valueBits / 8
         for t in 0..<g {
             let j = gi * g + t
             let row = values + t * d
             for vg in 0..<layout.valueGroups {
-                let (s, z) = KIVIQuant.quantize(n: g, bits: b, codes: l.valueCodes + j * layout.valueTokenBytes + vg * groupBytes) {
+                let (s, z) = KIVIQuant.quantize(n: g, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + vg * groupBytes) {
                     Half.float(row[vg * g + $0])
                 }
                 l.valueScale[j * layout.valueGroups + vg] = s
@@ -100,16 +113,31 @@ extension KIVICache {
     func dequantize(_ l: Layer, token: Int, keys: UnsafeMutablePointer<UInt16>, values: UnsafeMutablePointer<UInt16>) {
         let d = geometry.kvDim, g = group
         let j = token - sink
-        let gi = j / g, i = j % g
+        let key = packedKey(l, token: token)
         for c in 0..<d {
-            let x = KIVIQuant.dequantize(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: bits,
-                                         scale: l.keyScale[gi * d + c], zero: l.keyZero[gi * d + c])
-            keys[c] = Half.bits(x)
+            keys[c] = Half.bits(key[c])
             let vg = j * layout.valueGroups + c / g
-            let y = KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: bits,
+            let y = KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
                                          scale: l.valueScale[vg], zero: l.valueZero[vg])
             values[c] = Half.bits(y)
         }
+    }
+
+    /// The post-RoPE key packed token `token` stands for (scalar decode; rewinds and tests).
+    func packedKey(_ l: Layer, token: Int) -> [Float] {
+        let d = geometry.kvDim, g = group
+        let gi = (token - sink) / g, i = (token - sink) % g
+        var key = (0..<d).map { c in
+            Half.referenceFloat(l.keyScale[gi * d + c]) * Float(KIVIQuant.code(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: keyBits))
+                + Half.referenceFloat(l.keyZero[gi * d + c])
+        }
+        if let rope {
+            var p = Int32(token)
+            key.withUnsafeMutableBufferPointer { x in
+                Kernels.rope(x.baseAddress!, tokens: 1, heads: geometry.kvHeads, headDim: geometry.headDim, positions: &p, table: rope)
+            }
+        }
+        return key
     }
 
     func reserveStaging(tokens: Int) {

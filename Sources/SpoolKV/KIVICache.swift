@@ -41,7 +41,10 @@ public final class KIVICache: KVCache {
 
     let layout: KIVILayout
     let layers: [Layer]
-    var bits: Int { layout.bits }
+    /// Set when keys are quantized before RoPE: the model's rotation, to undo on store and redo on read.
+    let rope: RopeTable?
+    var keyBits: Int { layout.keyBits }
+    var valueBits: Int { layout.valueBits }
     var group: Int { layout.group }
     var residual: Int { layout.residual }
     var sink: Int { layout.sink }
@@ -110,6 +113,8 @@ public final class KIVICache: KVCache {
         let l = KIVILayout(configuration, geometry)
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
+        rope = configuration.keysBeforeRoPE && geometry.ropeDims > 0
+            ? RopeTable(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity)) : nil
     }
 
     deinit {
@@ -124,8 +129,8 @@ public final class KIVICache: KVCache {
     /// groups); the residual window adds a fixed 2 * R * kvDim * 2 bytes per layer (`allocatedBytes`).
     public var bytesPerToken: Double {
         let d = Double(geometry.kvDim)
-        let keys = d * Double(bits) / 8 + d * 4 / Double(group)
-        let values = d * Double(bits) / 8 + Double(layout.valueGroups) * 4
+        let keys = d * Double(keyBits) / 8 + d * 4 / Double(group)
+        let values = d * Double(valueBits) / 8 + Double(layout.valueGroups) * 4
         return Double(geometry.layers) * (keys + values)
     }
 
@@ -136,7 +141,7 @@ public final class KIVICache: KVCache {
 
 /// Sizes derived from a configuration and geometry.
 struct KIVILayout {
-    let bits: Int, group: Int, residual: Int, sink: Int, kvDim: Int
+    let keyBits: Int, valueBits: Int, group: Int, residual: Int, sink: Int, kvDim: Int
     /// Tokens the packed store can hold: windowStart(capacity) - sink.
     let packedCapacity: Int
     /// G * bits / 8: one channel of one key group.
@@ -147,13 +152,14 @@ struct KIVILayout {
     let valueGroups: Int
 
     init(_ c: KVCacheConfiguration, _ g: KVGeometry) {
-        bits = c.bits
+        keyBits = c.bits
+        valueBits = c.valueBits ?? c.bits
         group = c.group
         residual = c.residual
         sink = c.sink
         kvDim = g.kvDim
-        keyRowBytes = group * bits / 8
-        valueTokenBytes = kvDim * bits / 8
+        keyRowBytes = group * keyBits / 8
+        valueTokenBytes = kvDim * valueBits / 8
         valueGroups = kvDim / group
         let cap = max(0, g.capacity)
         packedCapacity = group * ((max(0, cap - c.sink - residual) + group - 1) / group)

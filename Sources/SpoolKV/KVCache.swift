@@ -8,8 +8,14 @@ public struct KVGeometry: Sendable, Equatable {
     public var headDim: Int
     /// Tokens the cache can hold.
     public var capacity: Int
+    /// The model's rotary embedding (rotated dimensions per head, 0 for none, and base), for a
+    /// cache that quantizes keys before RoPE.
+    public var ropeDims: Int
+    public var ropeBase: Float
 
-    public init(layers: Int, kvHeads: Int, queryHeads: Int, headDim: Int, capacity: Int) {
+    public init(layers: Int, kvHeads: Int, queryHeads: Int, headDim: Int, capacity: Int, ropeDims: Int = 0, ropeBase: Float = 10000) {
+        self.ropeDims = ropeDims
+        self.ropeBase = ropeBase
         self.layers = layers
         self.kvHeads = kvHeads
         self.queryHeads = queryHeads

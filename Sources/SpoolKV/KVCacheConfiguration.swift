@@ -23,11 +23,18 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// its own precision (an error every later query weights heavily) and stretches the per-channel
     /// range of its group. Measured on SmolLM2-135M, see issue 5's closing note.
     public var sink: Int
+    /// KIVI value bits when they differ from the key bits (`bits`); nil: the same.
+    public var valueBits: Int?
+    /// KIVI: quantize keys as they were before RoPE (un-rotate on store, re-rotate each dequantized
+    /// group inside attention). A measurement option: the rotation cannot be folded into the query,
+    /// so attention takes a slower path. See `KIVICache` on pre- vs post-RoPE.
+    public var keysBeforeRoPE = false
 
     public static let supportedBits = [2, 4, 8, 16, 32]
 
-    public init(bits: Int = 32, group: Int = 32, residual: Int = 32, sink: Int = 4) {
+    public init(bits: Int = 32, group: Int = 32, residual: Int = 32, sink: Int = 4, valueBits: Int? = nil) {
         self.bits = bits
+        self.valueBits = valueBits
         self.group = group
         self.residual = residual
         self.sink = sink
@@ -38,7 +45,11 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// Checks the configuration against the shape of a model's keys and values.
     public func validate(kvHeads: Int, headDim: Int) throws(KVConfigurationError) {
         guard Self.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
-        guard isQuantized else { return }
+        guard isQuantized else {
+            guard valueBits == nil || valueBits == bits else { throw .unsupportedBits(valueBits!) }
+            return
+        }
+        if let v = valueBits, ![2, 4, 8].contains(v) { throw .unsupportedBits(v) }
         guard group >= 8, group % 8 == 0 else { throw .badGroup(group) }
         guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
         guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }

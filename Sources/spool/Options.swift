@@ -34,8 +34,16 @@ struct KVOptions: ParsableArguments {
     var residual = KVCacheConfiguration().residual
     @Option(name: .customLong("kv-sink"), help: "KIVI attention sinks: first tokens of the context kept in f16.")
     var sink = KVCacheConfiguration().sink
+    @Option(name: .customLong("kv-value-bits"), help: "KIVI value bits when they differ from --kv-bits (2, 4 or 8).")
+    var valueBits: Int?
+    @Flag(name: .customLong("kv-pre-rope"), help: "KIVI: quantize keys before RoPE (slower; for measurement).")
+    var preRoPE = false
 
-    var configuration: KVCacheConfiguration { KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink) }
+    var configuration: KVCacheConfiguration {
+        var c = KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink, valueBits: valueBits)
+        c.keysBeforeRoPE = preRoPE
+        return c
+    }
 
     func validate() throws {
         guard KVCacheConfiguration.supportedBits.contains(bits) else {

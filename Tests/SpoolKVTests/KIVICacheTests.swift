@@ -45,6 +45,32 @@ final class KIVICacheTests: XCTestCase {
         }
     }
 
+    func testPreRoPEKeysAttendOverWhatTheCacheHolds() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        let data = AttentionData(geometry: g, tokens: 120, seed: 16)
+        var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
+        config.keysBeforeRoPE = true
+        let cache = try KIVICache(geometry: g, configuration: config)
+        XCTAssertNotNil(cache.rope)
+        let out = try storeAndAttend(cache, data, from: 0, to: 90, pool: pool)
+        checkAgainstHeldData(cache, data, from: 0, to: 90, outputs: out)
+        // Un-rotating, quantizing and re-rotating keeps keys within the 2-bit error of post-RoPE
+        // quantization: compare the held keys with the stored ones.
+        config.keysBeforeRoPE = false
+        let post = try KIVICache(geometry: g, configuration: config)
+        try storeAndAttend(post, data, from: 0, to: 90, pool: pool)
+        var errPre = 0.0, errPost = 0.0
+        for j in 4..<36 {
+            let exact = data.keys[(j * g.kvDim)..<((j + 1) * g.kvDim)]
+            let a = cache.seenKeyValue(layer: 0, token: j, visible: 90).key, b = post.seenKeyValue(layer: 0, token: j, visible: 90).key
+            for (c, x) in exact.enumerated() { errPre += Double((a[c] - x) * (a[c] - x)); errPost += Double((b[c] - x) * (b[c] - x)) }
+        }
+        // Random keys have no RoPE structure, so neither should be much worse than the other.
+        XCTAssertLessThan(errPre, 2 * errPost)
+        XCTAssertLessThan(errPost, 2 * errPre)
+    }
+
     func testAttentionCloseToFloatCache() throws {
         let g = KVGeometry(layers: 1, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 512)
         let data = AttentionData(geometry: g, tokens: 400, seed: 11)
