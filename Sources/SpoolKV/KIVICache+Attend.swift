@@ -40,7 +40,7 @@ extension KIVICache {
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: scoreCapacity)
             let qa = UnsafeMutablePointer<Float>.allocate(capacity: hd)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: hd)
-            let rotated = UnsafeMutablePointer<Float>.allocate(capacity: rope == nil ? 1 : G * hd + G)
+            let rotated = UnsafeMutablePointer<Float>.allocate(capacity: rope == nil ? 1 : 2 * hd)
             defer { scores.deallocate(); qa.deallocate(); qs.deallocate(); rotated.deallocate() }
             for task in range {
                 let t = task / heads, h = task % heads
@@ -61,10 +61,22 @@ extension KIVICache {
                 // Keys.
                 for j in 0..<sinkEnd { scores[j] = KVKernels.dotHalf(qa, l.sinkKeys + j * d + head, hd) }
                 let keyGroups = (packedTokens + G - 1) / G
-                if let rope = self.rope {
+                if let cols = self.ropeColumns {
+                    let zs = rotated, ss = rotated + hd
                     for gi in 0..<keyGroups {
-                        Self.preRoPEGroupScores(K.self, l, layout: layout, group: gi, head: head, headDim: hd, firstToken: S + gi * G,
-                                                query: q, scale: attnScale, rope: rope, scratch: rotated, into: scores + sinkEnd + gi * G)
+                        for c in 0..<hd {
+                            ss[c] = Half.float(l.keyScale[gi * d + head + c])
+                            zs[c] = Half.float(l.keyZero[gi * d + head + c])
+                        }
+                        cols.cos.withUnsafeBufferPointer { cp in
+                            cols.sin.withUnsafeBufferPointer { sp in
+                                KVKernels.rotatedKeyGroupScores(
+                                    K.self, query: qs, scales: ss, zeros: zs, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
+                                    rowBytes: layout.keyRowBytes, channels: hd, ropeDims: cols.pairs * 2, group: G,
+                                    cos: cp.baseAddress!, sin: sp.baseAddress!, positionStride: cols.positions,
+                                    firstPosition: S + gi * G, into: scores + sinkEnd + gi * G)
+                            }
+                        }
                     }
                 }
                 for gi in 0..<(rope == nil ? keyGroups : 0) {
@@ -98,9 +110,9 @@ extension KIVICache {
         }
     }
 
-    /// Scores of one pre-RoPE key group: dequantize the group's keys of one head (G x headDim, into
-    /// `scratch`), rotate them to their positions, and dot each with the query. Slower than the
-    /// folded post-RoPE path: the rotation depends on the token, so the scales cannot go into the query.
+    /// Reference for `KVKernels.rotatedKeyGroupScores`: dequantize one pre-RoPE key group of one
+    /// head (G x headDim, into `scratch`, which holds G * (headDim + 1) floats), rotate the keys to
+    /// their positions with the model's own RoPE, and dot each with the query.
     static func preRoPEGroupScores<K: CodeWidth>(
         _: K.Type, _ l: Layer, layout: KIVILayout, group gi: Int, head: Int, headDim hd: Int, firstToken: Int,
         query q: UnsafePointer<Float>, scale: Float, rope: RopeTable, scratch: UnsafeMutablePointer<Float>,

@@ -1,3 +1,4 @@
+import Foundation
 import SpoolKernels
 
 /// KIVI (Liu et al., 2024): keys quantized per channel over groups of G tokens, values per token over
@@ -43,6 +44,8 @@ public final class KIVICache: KVCache {
     let layers: [Layer]
     /// Set when keys are quantized before RoPE: the model's rotation, to undo on store and redo on read.
     let rope: RopeTable?
+    /// The same angles laid out per rotary pair for the SIMD kernel (only with `rope`).
+    let ropeColumns: RotaryColumns?
     var keyBits: Int { layout.keyBits }
     var valueBits: Int { layout.valueBits }
     var group: Int { layout.group }
@@ -115,6 +118,7 @@ public final class KIVICache: KVCache {
         layers = (0..<geometry.layers).map { _ in Layer(l) }
         rope = configuration.keysBeforeRoPE && geometry.ropeDims > 0
             ? RopeTable(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity)) : nil
+        ropeColumns = rope == nil ? nil : RotaryColumns(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity) + 8)
     }
 
     deinit {
@@ -135,7 +139,7 @@ public final class KIVICache: KVCache {
     }
 
     public var allocatedBytes: Int {
-        layers.reduce(0) { $0 + $1.bytes } + 2 * stagingCapacity * geometry.kvDim * 2
+        layers.reduce(0) { $0 + $1.bytes } + 2 * stagingCapacity * geometry.kvDim * 2 + (ropeColumns?.bytes ?? 0)
     }
 }
 
@@ -170,4 +174,29 @@ struct KIVILayout {
     /// S + gi * G ..< S + (gi + 1) * G.
     @inline(__always)
     func windowStart(_ c: Int) -> Int { min(c, sink) + group * ((max(0, c - sink - residual) + group - 1) / group) }
+}
+
+/// cos and sin of every rotary angle laid out (pair, position), so that 8 consecutive positions of
+/// one pair are one vector load. Angles as `RopeTable` computes them (in Double).
+final class RotaryColumns: Sendable {
+    let pairs: Int, positions: Int
+    let cos: [Float], sin: [Float]
+
+    init(ropeDims: Int, base: Float, positions: Int) {
+        pairs = ropeDims / 2
+        self.positions = positions
+        var c = [Float](repeating: 0, count: pairs * positions), s = c
+        for i in 0..<pairs {
+            let inv = pow(Double(base), -Double(2 * i) / Double(ropeDims))
+            for p in 0..<positions {
+                let theta = Double(p) * inv
+                c[i * positions + p] = Float(Foundation.cos(theta))
+                s[i * positions + p] = Float(Foundation.sin(theta))
+            }
+        }
+        cos = c
+        sin = s
+    }
+
+    var bytes: Int { 2 * pairs * positions * 4 }
 }

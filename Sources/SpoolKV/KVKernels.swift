@@ -124,6 +124,42 @@ enum KVKernels {
         }
     }
 
+    // MARK: packed pre-RoPE keys
+
+    /// Scores of one key group quantized before RoPE: score_i = k_i . R(p_i)^T q, i.e. the query is
+    /// rotated back by each token's position instead of rotating every dequantized key. Lanes are
+    /// 8 tokens; per rotary pair (a, b) = (2i, 2i + 1) and lane position p:
+    ///   ra = q_a cos + q_b sin,  rb = q_b cos - q_a sin   (angle p * theta_i)
+    /// and score += ra * (s_a code_a + z_a) + rb * (s_b code_b + z_b). Channels past `ropeDims`
+    /// are not rotated. `cos`/`sin` are (pairs, positionStride) columns (`RotaryColumns`).
+    static func rotatedKeyGroupScores<W: CodeWidth>(
+        _: W.Type, query q: UnsafePointer<Float>, scales s: UnsafePointer<Float>, zeros z: UnsafePointer<Float>,
+        codes: UnsafeRawPointer, rowBytes: Int, channels: Int, ropeDims: Int, group: Int,
+        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, positionStride: Int, firstPosition: Int,
+        into scores: UnsafeMutablePointer<Float>
+    ) {
+        for chunk in 0..<(group / 8) {
+            var acc = V.zero, zacc = V.zero
+            let p = firstPosition + chunk * 8
+            var i = 0
+            while 2 * i < ropeDims {
+                let a = 2 * i, b = a + 1
+                let cv = UnsafeRawPointer(cos + i * positionStride + p).loadUnaligned(as: V.self)
+                let sv = UnsafeRawPointer(sin + i * positionStride + p).loadUnaligned(as: V.self)
+                let ra = q[a] * cv + q[b] * sv, rb = q[b] * cv - q[a] * sv
+                acc += ra * s[a] * W.unpack8(codes + a * rowBytes, chunk: chunk) + rb * s[b] * W.unpack8(codes + b * rowBytes, chunk: chunk)
+                zacc += ra * z[a] + rb * z[b]
+                i += 1
+            }
+            var zs: Float = 0
+            for c in ropeDims..<channels {
+                acc += V(repeating: q[c] * s[c]) * W.unpack8(codes + c * rowBytes, chunk: chunk)
+                zs += q[c] * z[c]
+            }
+            UnsafeMutableRawPointer(scores + chunk * 8).storeBytes(of: acc * W.laneScale + zacc + zs, as: V.self)
+        }
+    }
+
     // MARK: packed values (KIVI: per token over a group of channels)
 
     /// out[c] += sum_j w[j] * (scale[j, g(c)] * code(j, c) + zero[j, g(c)]) for the `channels`

@@ -55,6 +55,23 @@ final class KIVICacheTests: XCTestCase {
         XCTAssertNotNil(cache.rope)
         let out = try storeAndAttend(cache, data, from: 0, to: 90, pool: pool)
         checkAgainstHeldData(cache, data, from: 0, to: 90, outputs: out)
+        // The SIMD pre-RoPE kernel against its scalar reference (dequantize, rotate, dot), per group and head.
+        let l = cache.layers[0], layout = cache.layout, cols = cache.ropeColumns!
+        let q = Array(data.queries[0..<64])
+        for gi in 0..<2 {
+            for head in [0, 64, 128] {
+                var got = [Float](repeating: 0, count: 32), ref = got
+                var scratch = [Float](repeating: 0, count: 32 * 65)
+                KIVICache.preRoPEGroupScores(Code2.self, l, layout: layout, group: gi, head: head, headDim: 64, firstToken: 4 + gi * 32,
+                                             query: q, scale: 1, rope: cache.rope!, scratch: &scratch, into: &ref)
+                let ss = (0..<64).map { Half.float(l.keyScale[gi * 192 + head + $0]) }, zs = (0..<64).map { Half.float(l.keyZero[gi * 192 + head + $0]) }
+                KVKernels.rotatedKeyGroupScores(Code2.self, query: q, scales: ss, zeros: zs, codes: l.keyCodes + (gi * 192 + head) * layout.keyRowBytes,
+                                                rowBytes: layout.keyRowBytes, channels: 64, ropeDims: 64, group: 32, cos: cols.cos, sin: cols.sin,
+                                                positionStride: cols.positions, firstPosition: 4 + gi * 32, into: &got)
+                let mag = (0..<64).reduce(Float(0)) { $0 + abs(q[$1]) * (abs(ss[$1]) * 3 + abs(zs[$1])) }
+                for i in 0..<32 { XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "group \(gi) head \(head) token \(i)") }
+            }
+        }
         // Un-rotating, quantizing and re-rotating keeps keys within the 2-bit error of post-RoPE
         // quantization: compare the held keys with the stored ones.
         config.keysBeforeRoPE = false
