@@ -48,17 +48,20 @@ final class KIVICacheTests: XCTestCase {
     func testPreRoPEKeysAttendOverWhatTheCacheHolds() throws {
         var g = smallGeometry
         g.ropeDims = 64
-        let data = AttentionData(geometry: g, tokens: 120, seed: 16)
+        g.capacity = 512
+        let data = AttentionData(geometry: g, tokens: 500, seed: 16)
         var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
         config.keysBeforeRoPE = true
         let cache = try KIVICache(geometry: g, configuration: config)
         XCTAssertNotNil(cache.rope)
-        let out = try storeAndAttend(cache, data, from: 0, to: 90, pool: pool)
-        checkAgainstHeldData(cache, data, from: 0, to: 90, outputs: out)
+        try storeAndAttend(cache, data, from: 0, to: 400, pool: pool)
+        cache.truncate(to: 300)
+        let out = try storeAndAttend(cache, data, from: 300, to: 490, pool: pool)
+        checkAgainstHeldData(cache, data, from: 480, to: 490, outputs: out.suffix(10 * 9 * 64).map { $0 })
         // The SIMD pre-RoPE kernel against its scalar reference (dequantize, rotate, dot), per group and head.
         let l = cache.layers[0], layout = cache.layout, cols = cache.ropeColumns!
         let q = Array(data.queries[0..<64])
-        for gi in 0..<2 {
+        for gi in 0..<((490 - 4 - 32) / 32) {
             for head in [0, 64, 128] {
                 var got = [Float](repeating: 0, count: 32), ref = got
                 var scratch = [Float](repeating: 0, count: 32 * 65)
