@@ -20,13 +20,18 @@ import SpoolKernels
 /// whatever tokens complete the group later. That costs those tokens one more rounding, and keeps
 /// no extra data.
 ///
-/// Keys after RoPE. The model rotates keys before `store`, so this cache quantizes post-RoPE keys.
-/// KVQuant quantizes pre-RoPE keys because RoPE mixes channel pairs with a position-dependent angle
-/// and so smears a channel's outliers over its pair; measured on SmolLM2-135M (see issue 5's note)
-/// the per-channel outlier structure that per-channel grouping relies on survives RoPE over a
-/// 32-token group (the angle of the slow, high-index pairs that carry the outliers barely moves
-/// within 32 positions), while pre-RoPE keys would need rotating every dequantized key inside the
-/// dot products, which breaks the fold of scales into the query that makes the packed dot cheap.
+/// Keys before or after RoPE. The model rotates keys before `store`, so by default this cache
+/// quantizes post-RoPE keys, and the packed QK dot folds each channel's scale into the query
+/// (one multiply per code). With `keysBeforeRoPE` it un-rotates keys before quantizing (KVQuant's
+/// choice: RoPE mixes each channel pair with a position-dependent angle, which blurs the
+/// per-channel ranges that per-channel grouping relies on) and, in attention, rotates the query
+/// back by each token's position instead (`KVKernels.rotatedKeyGroupScores`: about 3x the key
+/// arithmetic). Measured on SmolLM2-135M, 2-bit, G = 32, R = 32, 4 sinks, wiki.test context 512
+/// (f16 cache 22.50 over 40 chunks; 22.21 over 3): post-RoPE 26.88 (40 chunks) / 25.70 (3 chunks),
+/// pre-RoPE 24.87 (3 chunks; the 40-chunk figure is in issue 5's closing note). Pre-RoPE
+/// quantization loses less, so it is worth its slower attention at 2 bits; at 4 and 8 bits
+/// post-RoPE is already within 1% and keeps the cheap path. Most of the 2-bit loss is in the keys:
+/// keys 2 / values 8 bits 23.72, keys 8 / values 2 bits 22.65 (3 chunks, post-RoPE).
 ///
 /// Storage per layer:
 /// - keyCodes  (packed groups, kvDim channels, G * bits / 8 bytes): channel-major per group
@@ -116,7 +121,7 @@ public final class KIVICache: KVCache {
         let l = KIVILayout(configuration, geometry)
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
-        rope = configuration.keysBeforeRoPE && geometry.ropeDims > 0
+        rope = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
             ? RopeTable(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity)) : nil
         ropeColumns = rope == nil ? nil : RotaryColumns(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity) + 8)
     }

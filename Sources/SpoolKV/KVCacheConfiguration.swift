@@ -12,23 +12,30 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     ///
     /// Default 32, the smallest the issue allows: with group 32 a 2-bit token costs 3 bits per
     /// element (2 for the code, 1 for the f16 scale and zero amortized over 32), 0.1875 of f16, and
-    /// each window token costs a full f16 one, so the window is what decides whether the cache stays
-    /// near 0.2x of f16 at context 2048 (R = 32: 0.200x, R = 64: 0.213x, R = 128: 0.238x).
-    /// Measured perplexity differences between R = 32 and 64 are in the closing note of issue 5.
+    /// each window slot costs a full f16 token, so the window decides how close the cache stays to
+    /// 0.2x of f16 at context 2048. With the default 4 sink tokens: R = 32: 0.202x, R = 64: 0.215x,
+    /// R = 128: 0.240x. A longer window helps quality less than it costs (2-bit, no sink, 3 chunks
+    /// of wiki.test at context 512: R = 32 28.92, R = 128 27.15, f32 cache 22.21).
     public var residual: Int
     /// KIVI attention sinks: the first tokens of the context stay in f16 for good.
     ///
     /// Small models put most of their attention on the first token (StreamingLLM's "attention
     /// sink"), and its key has outlier channels: quantized with the next G - 1 tokens it both loses
     /// its own precision (an error every later query weights heavily) and stretches the per-channel
-    /// range of its group. Measured on SmolLM2-135M, see issue 5's closing note.
+    /// range of its group. 2-bit, R = 32, 3 chunks of wiki.test at context 512: no sink 28.92,
+    /// 1 sink token 25.68, 4 sink tokens 25.70 (f32 cache 22.21). Default 4 (StreamingLLM's choice;
+    /// 1 measured the same here), costing 4 f16 tokens.
     public var sink: Int
     /// KIVI value bits when they differ from the key bits (`bits`); nil: the same.
     public var valueBits: Int?
-    /// KIVI: quantize keys as they were before RoPE (un-rotate on store, re-rotate each dequantized
-    /// group inside attention). A measurement option: the rotation cannot be folded into the query,
-    /// so attention takes a slower path. See `KIVICache` on pre- vs post-RoPE.
-    public var keysBeforeRoPE = false
+    /// KIVI: quantize keys as they were before RoPE (un-rotate on store, rotate the query back per
+    /// token inside attention), or as stored (after RoPE). nil: before RoPE at 2 bits, where it
+    /// measured better, and after at 4 and 8 bits, where the cheaper path loses under 1%. See
+    /// `KIVICache` on pre- vs post-RoPE.
+    public var keysBeforeRoPE: Bool? = nil
+
+    /// Whether keys are quantized before RoPE, with nil resolved.
+    public var quantizesKeysBeforeRoPE: Bool { keysBeforeRoPE ?? (bits == 2) }
 
     public static let supportedBits = [2, 4, 8, 16, 32]
 

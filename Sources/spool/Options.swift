@@ -36,12 +36,14 @@ struct KVOptions: ParsableArguments {
     var sink = KVCacheConfiguration().sink
     @Option(name: .customLong("kv-value-bits"), help: "KIVI value bits when they differ from --kv-bits (2, 4 or 8).")
     var valueBits: Int?
-    @Flag(name: .customLong("kv-pre-rope"), help: "KIVI: quantize keys before RoPE (slower; for measurement).")
-    var preRoPE = false
+    @Option(name: .customLong("kv-key-rope"), help: "KIVI: quantize keys before or after RoPE (auto: before at 2 bits, after at 4 and 8).")
+    var keyRoPE: KeyRoPE = .auto
+
+    enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
     var configuration: KVCacheConfiguration {
         var c = KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink, valueBits: valueBits)
-        c.keysBeforeRoPE = preRoPE
+        c.keysBeforeRoPE = keyRoPE == .auto ? nil : keyRoPE == .before
         return c
     }
 

@@ -6,7 +6,9 @@ final class KIVICacheTests: XCTestCase {
     let pool = ThreadPool(threads: 2)
 
     func kivi(bits: Int, group: Int = 32, residual: Int = 32, sink: Int = 0, geometry: KVGeometry = smallGeometry) throws -> KIVICache {
-        try KIVICache(geometry: geometry, configuration: KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink))
+        var c = KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink)
+        c.keysBeforeRoPE = false
+        return try KIVICache(geometry: geometry, configuration: c)
     }
 
     /// Every attention output of `outputs` (queries from..<to) against double-precision attention
