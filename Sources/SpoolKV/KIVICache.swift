@@ -28,9 +28,9 @@ import SpoolKernels
 /// back by each token's position instead (`KVKernels.rotatedKeyGroupScores`: about 3x the key
 /// arithmetic). Measured on SmolLM2-135M, 2-bit, G = 32, R = 32, 4 sinks, wiki.test context 512
 /// (f16 cache 22.50 over 40 chunks; 22.21 over 3): post-RoPE 26.88 (40 chunks) / 25.70 (3 chunks),
-/// pre-RoPE 24.87 (3 chunks; the 40-chunk figure is in issue 5's closing note). Pre-RoPE
-/// quantization loses less, so it is worth its slower attention at 2 bits; at 4 and 8 bits
-/// post-RoPE is already within 1% and keeps the cheap path. Most of the 2-bit loss is in the keys:
+/// pre-RoPE 26.21 (40 chunks) / 24.87 (3 chunks). Pre-RoPE quantization loses less (+16.5% vs
+/// +19.5%), so it is worth its slower key path at 2 bits; at 4 and 8 bits post-RoPE is already
+/// within 1% and keeps the cheap path. Most of the 2-bit loss is in the keys:
 /// keys 2 / values 8 bits 23.72, keys 8 / values 2 bits 22.65 (3 chunks, post-RoPE).
 ///
 /// Storage per layer:
