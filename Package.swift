@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolRuntime", "SpoolIO",
+                "SpoolRuntime", "SpoolIO", "SpoolKV",
                 "SpoolServer",
                 "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolModel", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport"]),
         .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
         .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),
     ]

@@ -8,8 +8,14 @@ public struct KVGeometry: Sendable, Equatable {
     public var headDim: Int
     /// Tokens the cache can hold.
     public var capacity: Int
+    /// The model's rotary embedding (rotated dimensions per head, 0 for none, and base), for a
+    /// cache that quantizes keys before RoPE.
+    public var ropeDims: Int
+    public var ropeBase: Float
 
-    public init(layers: Int, kvHeads: Int, queryHeads: Int, headDim: Int, capacity: Int) {
+    public init(layers: Int, kvHeads: Int, queryHeads: Int, headDim: Int, capacity: Int, ropeDims: Int = 0, ropeBase: Float = 10000) {
+        self.ropeDims = ropeDims
+        self.ropeBase = ropeBase
         self.layers = layers
         self.kvHeads = kvHeads
         self.queryHeads = queryHeads
@@ -22,10 +28,13 @@ public struct KVGeometry: Sendable, Equatable {
 
 public enum KVCacheError: Error, Equatable, CustomStringConvertible {
     case contextFull(needed: Int, capacity: Int)
+    /// A store that would leave positions stored..<start of a layer empty.
+    case gap(layer: Int, start: Int, stored: Int)
 
     public var description: String {
         switch self {
         case let .contextFull(needed, capacity): return "context full: \(needed) tokens needed, the cache holds \(capacity)"
+        case let .gap(layer, start, stored): return "layer \(layer): a store at position \(start) would leave a gap after the \(stored) tokens stored"
         }
     }
 }

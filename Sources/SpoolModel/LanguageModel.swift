@@ -45,3 +45,17 @@ public protocol LanguageModel: AnyObject {
     /// Bytes of weights held in memory.
     var weightBytes: Int { get }
 }
+
+extension LanguageModel {
+    /// The shape of this model's keys and values in a cache of `capacity` tokens.
+    public func kvGeometry(capacity: Int) -> KVGeometry {
+        KVGeometry(layers: configuration.layers, kvHeads: configuration.kvHeads, queryHeads: configuration.heads,
+                   headDim: configuration.headDim, capacity: capacity,
+                   ropeDims: configuration.ropeDims, ropeBase: configuration.ropeBase)
+    }
+
+    /// A cache stored as `configuration` says (f32, f16 or KIVI), checked against this model's shape.
+    public func makeCache(capacity: Int, configuration: KVCacheConfiguration) throws(KVConfigurationError) -> KVCache {
+        try configuration.makeCache(geometry: kvGeometry(capacity: capacity))
+    }
+}

@@ -10,11 +10,16 @@ public struct EngineOptions: Sendable {
     public var threads: Int?
     /// Tokens per forward pass during prefill.
     public var batchSize = 512
+    /// How sessions store keys and values (`--kv-bits`, `--kv-group`, `--kv-residual`).
+    public var kv = KVCacheConfiguration()
 
     /// Stream blocks from disk under a memory budget; nil: map the whole file.
     public var streaming: StreamingOptions?
 
-    public init(threads: Int? = nil) { self.threads = threads }
+    public init(threads: Int? = nil, kv: KVCacheConfiguration = KVCacheConfiguration()) {
+        self.threads = threads
+        self.kv = kv
+    }
 }
 
 public enum EngineError: Error, CustomStringConvertible {
@@ -41,6 +46,8 @@ public final class Engine {
     public let loadSeconds: Double
     /// The streaming layer source when `options.streaming` is set.
     public let streamedLayers: StreamedGGUFLayers?
+    /// Makes caches as `options.kv` says; checked against the model when the engine loads.
+    public let kvCaches: KVCacheFactory
 
     public init(path: String, options: EngineOptions = EngineOptions()) throws {
         let t0 = Date()
@@ -52,6 +59,7 @@ public final class Engine {
             model = try ModelRegistry.load(gguf: gguf, residentLayers: options.streaming == nil)
             tokenizer = try BPETokenizer(gguf: gguf)
             chatTemplate = try gguf.string("tokenizer.chat_template")
+            kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0))
             let loaded = model
             streamedLayers = try options.streaming.map { s in try Engine.attachStreaming(loaded, path: path, options: s) }
         } catch let e as CustomStringConvertible & Error {
@@ -81,6 +89,9 @@ public final class Engine {
         llama.layerSource = source
         return source
     }
+
+    /// A KV cache for `capacity` tokens, stored as `options.kv` says.
+    public func makeCache(capacity: Int) -> KVCache { kvCaches.makeCache(capacity: capacity) }
 
     public func makeSession(contextLength: Int? = nil) -> Session {
         Session(engine: self, contextLength: min(contextLength ?? 4096, configuration.contextLength))

@@ -1,4 +1,5 @@
 import Foundation
+import SpoolKV
 import SpoolModel
 
 public struct PerplexityResult: Sendable, Codable {
@@ -8,6 +9,9 @@ public struct PerplexityResult: Sendable, Codable {
     /// Standard error of the mean negative log-likelihood, propagated to perplexity as llama.cpp does.
     public var perplexityError: Double
     public var seconds: Double
+    /// The KV cache used: `--kv-bits`, and its size for one chunk's context.
+    public var kvBits = 32
+    public var kvAllocatedBytes = 0
 }
 
 public enum PerplexityError: Error, CustomStringConvertible {
@@ -37,7 +41,7 @@ public enum Perplexity {
         guard all.count >= 2 * context else { throw PerplexityError.tooFewTokens(have: all.count, need: 2 * context) }
         let available = all.count / context
         let chunks = min(maxChunks ?? available, available)
-        let cache = engine.model.makeCache(capacity: context)
+        let cache = engine.makeCache(capacity: context)
         let first = context / 2
         var nll = 0.0, nll2 = 0.0
         var count = 0
@@ -60,7 +64,8 @@ public enum Perplexity {
         let stderr = (variance / Double(max(1, count - 1))).squareRoot()
         let ppl = exp(mean)
         return PerplexityResult(perplexity: ppl, chunks: chunks, tokens: count, perplexityError: ppl * stderr,
-                                seconds: Date().timeIntervalSince(t0))
+                                seconds: Date().timeIntervalSince(t0), kvBits: engine.options.kv.bits,
+                                kvAllocatedBytes: cache.allocatedBytes)
     }
 
     static func logSoftmax(_ row: ArraySlice<Float>, at index: Int) -> Double {

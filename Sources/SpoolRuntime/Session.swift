@@ -50,7 +50,7 @@ public final class Session {
 
     init(engine: Engine, contextLength: Int) {
         self.engine = engine
-        cache = engine.model.makeCache(capacity: contextLength)
+        cache = engine.makeCache(capacity: contextLength)
     }
 
     public var contextLength: Int { cache.geometry.capacity }

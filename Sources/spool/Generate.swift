@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SpoolKV
 import SpoolRuntime
 
 struct Generate: AsyncParsableCommand {
@@ -38,5 +39,7 @@ struct Generate: AsyncParsableCommand {
         printErr(String(format: "load: %.2f s | prefill: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | finish: %@",
                         engine.loadSeconds, s.promptTokens - s.reusedTokens, s.prefillTokensPerSecond,
                         s.generatedTokens, s.decodeTokensPerSecond, result.finishReason.rawValue))
+        printErr(String(format: "kv: %d bits, %.0f bytes/token, %.2f MiB for %d tokens", engine.options.kv.bits,
+                        session.cache.bytesPerToken, Double(session.cache.allocatedBytes) / 1_048_576, session.contextLength))
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpoolIO
+import SpoolKV
 import SpoolRuntime
 
 struct ModelOptions: ParsableArguments {
@@ -24,6 +25,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("prefetch"), help: "Blocks read ahead of the one computing when streaming (default 2, or the profile's).")
     var prefetch: Int?
 
+    @OptionGroup var kv: KVOptions
+
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if let c = contextSize, c < 1 { throw ValidationError("--ctx-size must be at least 1") }
@@ -34,7 +37,7 @@ struct ModelOptions: ParsableArguments {
     /// The engine options: the profile's values, then the flags over them.
     func engineOptions() throws -> EngineOptions {
         let p = try profile.map { name throws in try DeviceProfile.find(name) }
-        var options = EngineOptions(threads: threads ?? p?.threads)
+        var options = EngineOptions(threads: threads ?? p?.threads, kv: kv.configuration(profileBits: p?.kvBits))
         let budget = try memBudget.map { try ByteSize.parse($0) } ?? p?.memoryBudgetBytes()
         if let budget {
             var s = StreamingOptions(memoryBudget: budget, backend: io ?? p?.ioBackend ?? .uring,
@@ -52,6 +55,37 @@ struct ModelOptions: ParsableArguments {
         let engine = try Engine(path: model, options: engineOptions())
         if let why = engine.streamedLayers?.fallbackReason { printErr(why) }
         return engine
+    }
+}
+
+/// How the KV cache stores keys and values.
+struct KVOptions: ParsableArguments {
+    @Option(name: .customLong("kv-bits"), help: "KV cache storage: 32 (f32), 16 (f16, llama.cpp's default), or 8, 4, 2 (KIVI).")
+    var bits: Int?
+    @Option(name: .customLong("kv-group"), help: "KIVI group size: tokens per key group, channels per value group.")
+    var group = KVCacheConfiguration().group
+    @Option(name: .customLong("kv-residual"), help: "KIVI residual window: newest tokens kept in f16 (at least the group size).")
+    var residual = KVCacheConfiguration().residual
+    @Option(name: .customLong("kv-sink"), help: "KIVI attention sinks: first tokens of the context kept in f16.")
+    var sink = KVCacheConfiguration().sink
+    @Option(name: .customLong("kv-value-bits"), help: "KIVI value bits when they differ from --kv-bits (2, 4 or 8).")
+    var valueBits: Int?
+    @Option(name: .customLong("kv-key-rope"), help: "KIVI: quantize keys before or after RoPE (auto: before at 2 bits, after at 4 and 8).")
+    var keyRoPE: KeyRoPE = .auto
+
+    enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
+
+    /// The flags' configuration; a profile's KV bits apply when --kv-bits is not given.
+    func configuration(profileBits: Int? = nil) -> KVCacheConfiguration {
+        var c = KVCacheConfiguration(bits: bits ?? profileBits ?? KVCacheConfiguration().bits, group: group, residual: residual, sink: sink, valueBits: valueBits)
+        c.keysBeforeRoPE = keyRoPE == .auto ? nil : keyRoPE == .before
+        return c
+    }
+
+    func validate() throws {
+        if let bits, !KVCacheConfiguration.supportedBits.contains(bits) {
+            throw ValidationError(KVConfigurationError.unsupportedBits(bits).description)
+        }
     }
 }
 

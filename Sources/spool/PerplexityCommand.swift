@@ -22,6 +22,8 @@ struct PerplexityCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Chunks to score (default: all).")
     var chunks: Int?
 
+    @OptionGroup var kv: KVOptions
+
     @Flag(help: "Print the result as JSON on stdout.")
     var json = false
 
@@ -35,7 +37,7 @@ struct PerplexityCommand: AsyncParsableCommand {
             throw ValidationError("cannot read \(file)")
         }
         let text = String(decoding: data, as: UTF8.self)
-        let engine = try Engine(path: model, options: EngineOptions(threads: threads))
+        let engine = try Engine(path: model, options: EngineOptions(threads: threads, kv: kv.configuration()))
         let result = try Perplexity.run(engine: engine, text: text, context: contextSize, maxChunks: chunks) { done, total, ppl in
             printErr(String(format: "[%d/%d] %.4f", done, total, ppl))
         }

@@ -36,7 +36,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let scheduler = try await GenerationScheduler.start(
-            modelPath: modelOptions.model, options: EngineOptions(threads: modelOptions.threads),
+            modelPath: modelOptions.model, options: try modelOptions.engineOptions(),
             contextLength: modelOptions.contextSize, limits: SchedulerLimits(slots: slots, queue: queue))
         if let w = scheduler.info.templateWarning { printErr("warning: \(w)") }
         var config = ServerConfiguration()

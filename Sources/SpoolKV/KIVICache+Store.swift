@@ -1,0 +1,159 @@
+import SpoolKernels
+
+extension KIVICache {
+    public func store(layer li: Int, start: Int, tokens: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>) throws {
+        guard start >= 0, tokens >= 0, start + tokens <= geometry.capacity else {
+            throw KVCacheError.contextFull(needed: start + tokens, capacity: geometry.capacity)
+        }
+        let l = layers[li]
+        guard start <= l.count else { throw KVCacheError.gap(layer: li, start: start, stored: l.count) }
+        if start < l.count { rewind(li, to: start) }
+        let d = geometry.kvDim
+        let p0 = l.windowStart, end = start + tokens
+        reserveStaging(tokens: end - p0)
+        guard let sk = stagingKeys, let sv = stagingValues else { return }
+        // Staging: the window (tokens p0..<start) followed by the new tokens, all in f16.
+        let w = start - p0
+        sk.update(from: l.windowKeys, count: w * d)
+        sv.update(from: l.windowValues, count: w * d)
+        Half.store(k, count: tokens * d, into: sk + w * d)
+        Half.store(v, count: tokens * d, into: sv + w * d)
+        // Sink tokens never enter the window; packed groups start at S.
+        if p0 < sink {
+            let n = min(end, sink) - p0
+            (l.sinkKeys + p0 * d).update(from: sk, count: n * d)
+            (l.sinkValues + p0 * d).update(from: sv, count: n * d)
+        }
+        let p1 = windowStart(end)
+        var first = max(p0, sink)
+        while first < p1 {
+            pack(l, group: (first - sink) / group, keys: sk + (first - p0) * d, values: sv + (first - p0) * d)
+            first += group
+        }
+        l.windowKeys.update(from: sk + (p1 - p0) * d, count: (end - p1) * d)
+        l.windowValues.update(from: sv + (p1 - p0) * d, count: (end - p1) * d)
+        l.windowStart = p1
+        l.count = end
+        stagingLayer = li
+        stagingBase = p0
+    }
+
+    public func commit(upTo count: Int) {
+        self.count = min(max(0, count), geometry.capacity)
+        stagingLayer = -1
+        // A prefill batch grew the staging rows; give them back so that between passes the cache
+        // holds only the packed store and the windows.
+        if stagingCapacity > 2 * residual { releaseStaging() }
+    }
+
+    public func truncate(to count: Int) {
+        let n = max(0, count)
+        for li in layers.indices where layers[li].count > n { rewind(li, to: n) }
+        self.count = min(self.count, n)
+        stagingLayer = -1
+    }
+
+    /// Makes layer `li` hold exactly tokens 0..<n (n <= its count), as if only they had been stored:
+    /// windowStart(n) tokens in the sink and packed, the rest in the window. Tokens of a packed group that fall back
+    /// into the window come back dequantized.
+    func rewind(_ li: Int, to n: Int) {
+        let l = layers[li]
+        if stagingLayer == li { stagingLayer = -1 }
+        let p0 = l.windowStart, p1 = windowStart(n)
+        if p1 < p0 {
+            let d = geometry.kvDim
+            // Window tokens p0..<n move from slot j - p0 to slot j - p1 (an overlapping move).
+            let kept = max(0, n - p0) * d
+            UnsafeMutableRawPointer(l.windowKeys + (p0 - p1) * d).copyMemory(from: l.windowKeys, byteCount: kept * 2)
+            UnsafeMutableRawPointer(l.windowValues + (p0 - p1) * d).copyMemory(from: l.windowValues, byteCount: kept * 2)
+            for j in p1..<min(n, p0) {
+                dequantize(l, token: j, keys: l.windowKeys + (j - p1) * d, values: l.windowValues + (j - p1) * d)
+            }
+        }
+        l.windowStart = p1
+        l.count = n
+    }
+
+    /// Quantizes G tokens (rows of kvDim f16 keys and values) as packed group `gi` (tokens S + gi * G...).
+    func pack(_ l: Layer, group gi: Int, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>) {
+        let d = geometry.kvDim, g = group
+        // Pre-RoPE keys: rotate the group's keys back by their positions first.
+        var unrotated: [Float] = []
+        if let rope {
+            unrotated = (0..<(g * d)).map { Half.float(keys[$0]) }
+            let positions = (0..<g).map { Int32(-(sink + gi * g + $0)) }
+            unrotated.withUnsafeMutableBufferPointer { x in
+                positions.withUnsafeBufferPointer { p in
+                    Kernels.rope(x.baseAddress!, tokens: g, heads: geometry.kvHeads, headDim: geometry.headDim, positions: p.baseAddress!, table: rope)
+                }
+            }
+        }
+        for c in 0..<d {
+            let (s, z) = KIVIQuant.quantize(n: g, bits: keyBits, codes: l.keyCodes + (gi * d + c) * layout.keyRowBytes) {
+                rope == nil ? Half.float(keys[$0 * d + c]) : unrotated[$0 * d + c]
+            }
+            l.keyScale[gi * d + c] = s
+            l.keyZero[gi * d + c] = z
+        }
+        let groupBytes = g * valueBits / 8
+        for t in 0..<g {
+            let j = gi * g + t
+            let row = values + t * d
+            for vg in 0..<layout.valueGroups {
+                let (s, z) = KIVIQuant.quantize(n: g, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + vg * groupBytes) {
+                    Half.float(row[vg * g + $0])
+                }
+                l.valueScale[j * layout.valueGroups + vg] = s
+                l.valueZero[j * layout.valueGroups + vg] = z
+            }
+        }
+    }
+
+    /// The key and value packed token `token` (>= S) stands for, as f16 rows.
+    func dequantize(_ l: Layer, token: Int, keys: UnsafeMutablePointer<UInt16>, values: UnsafeMutablePointer<UInt16>) {
+        let d = geometry.kvDim, g = group
+        let j = token - sink
+        let key = packedKey(l, token: token)
+        for c in 0..<d {
+            keys[c] = Half.bits(key[c])
+            let vg = j * layout.valueGroups + c / g
+            let y = KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
+                                         scale: l.valueScale[vg], zero: l.valueZero[vg])
+            values[c] = Half.bits(y)
+        }
+    }
+
+    /// The post-RoPE key packed token `token` stands for (scalar decode; rewinds and tests).
+    func packedKey(_ l: Layer, token: Int) -> [Float] {
+        let d = geometry.kvDim, g = group
+        let gi = (token - sink) / g, i = (token - sink) % g
+        var key = (0..<d).map { c in
+            Half.referenceFloat(l.keyScale[gi * d + c]) * Float(KIVIQuant.code(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: keyBits))
+                + Half.referenceFloat(l.keyZero[gi * d + c])
+        }
+        if let rope {
+            var p = Int32(token)
+            key.withUnsafeMutableBufferPointer { x in
+                Kernels.rope(x.baseAddress!, tokens: 1, heads: geometry.kvHeads, headDim: geometry.headDim, positions: &p, table: rope)
+            }
+        }
+        return key
+    }
+
+    func reserveStaging(tokens: Int) {
+        let need = max(tokens, residual + 1)
+        guard need > stagingCapacity else { return }
+        releaseStaging()
+        stagingKeys = .allocate(capacity: need * geometry.kvDim)
+        stagingValues = .allocate(capacity: need * geometry.kvDim)
+        stagingCapacity = need
+    }
+
+    func releaseStaging() {
+        stagingKeys?.deallocate()
+        stagingValues?.deallocate()
+        stagingKeys = nil
+        stagingValues = nil
+        stagingCapacity = 0
+    }
+}

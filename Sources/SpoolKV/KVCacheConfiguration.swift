@@ -1,0 +1,116 @@
+/// How a cache stores keys and values: `--kv-bits`, `--kv-group`, `--kv-residual`.
+///
+/// - bits 32: `FloatKVCache` in f32 (the exact reference);
+/// - bits 16: `FloatKVCache` in f16 (llama.cpp's default cache type, and the default here: same
+///   perplexity as f32 to 4 digits at half the memory);
+/// - bits 2, 4, 8: `KIVICache` (keys per channel over `group` tokens, values per token over `group`
+///   channels, the newest `residual` tokens in f16).
+public struct KVCacheConfiguration: Sendable, Equatable, Codable {
+    public var bits: Int
+    /// KIVI group size: tokens per key group, channels per value group.
+    public var group: Int
+    /// KIVI residual window: at most this many of the newest tokens stay in f16.
+    ///
+    /// Default 32, the smallest the issue allows: with group 32 a 2-bit token costs 3 bits per
+    /// element (2 for the code, 1 for the f16 scale and zero amortized over 32), 0.1875 of f16, and
+    /// each window slot costs a full f16 token, so the window decides how close the cache stays to
+    /// 0.2x of f16 at context 2048. With the default 4 sink tokens: R = 32: 0.202x, R = 64: 0.215x,
+    /// R = 128: 0.240x. A longer window helps quality less than it costs (2-bit, no sink, 3 chunks
+    /// of wiki.test at context 512: R = 32 28.92, R = 128 27.15, f32 cache 22.21).
+    public var residual: Int
+    /// KIVI attention sinks: the first tokens of the context stay in f16 for good.
+    ///
+    /// Small models put most of their attention on the first token (StreamingLLM's "attention
+    /// sink"), and its key has outlier channels: quantized with the next G - 1 tokens it both loses
+    /// its own precision (an error every later query weights heavily) and stretches the per-channel
+    /// range of its group. 2-bit, R = 32, 3 chunks of wiki.test at context 512: no sink 28.92,
+    /// 1 sink token 25.68, 4 sink tokens 25.70 (f32 cache 22.21). Default 4 (StreamingLLM's choice;
+    /// 1 measured the same here), costing 4 f16 tokens.
+    public var sink: Int
+    /// KIVI value bits when they differ from the key bits (`bits`); nil: the same.
+    public var valueBits: Int?
+    /// KIVI: quantize keys as they were before RoPE (un-rotate on store, rotate the query back per
+    /// token inside attention), or as stored (after RoPE). nil: before RoPE at 2 bits, where it
+    /// measured better, and after at 4 and 8 bits, where the cheaper path loses under 1%. See
+    /// `KIVICache` on pre- vs post-RoPE.
+    public var keysBeforeRoPE: Bool? = nil
+
+    /// Whether keys are quantized before RoPE, with nil resolved.
+    public var quantizesKeysBeforeRoPE: Bool { keysBeforeRoPE ?? (bits == 2) }
+
+    public static let supportedBits = [2, 4, 8, 16, 32]
+
+    public init(bits: Int = 16, group: Int = 32, residual: Int = 32, sink: Int = 4, valueBits: Int? = nil) {
+        self.bits = bits
+        self.valueBits = valueBits
+        self.group = group
+        self.residual = residual
+        self.sink = sink
+    }
+
+    public var isQuantized: Bool { bits < 16 }
+
+    /// Checks the configuration against the shape of a model's keys and values.
+    public func validate(kvHeads: Int, headDim: Int) throws(KVConfigurationError) {
+        guard Self.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
+        guard isQuantized else {
+            guard valueBits == nil || valueBits == bits else { throw .unsupportedBits(valueBits!) }
+            return
+        }
+        if let v = valueBits, ![2, 4, 8].contains(v) { throw .unsupportedBits(v) }
+        guard group >= 8, group % 8 == 0 else { throw .badGroup(group) }
+        guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
+        guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }
+        guard residual >= group, residual <= 1024 else { throw .badResidual(residual, group: group) }
+        guard sink >= 0, sink <= 256 else { throw .badSink(sink) }
+    }
+
+    /// A cache for `geometry`.
+    public func makeCache(geometry: KVGeometry) throws(KVConfigurationError) -> KVCache {
+        try KVCacheFactory(configuration: self, geometry: geometry).makeCache(capacity: geometry.capacity)
+    }
+}
+
+public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
+    case unsupportedBits(Int)
+    case badGroup(Int)
+    case headDimNotMultipleOf8(Int)
+    case groupDoesNotDivideKVDim(group: Int, kvDim: Int)
+    case badResidual(Int, group: Int)
+    case badSink(Int)
+
+    public var description: String {
+        switch self {
+        case let .unsupportedBits(b): return "--kv-bits \(b) is not supported (use 2, 4, 8, 16 or 32)"
+        case let .badGroup(g): return "--kv-group \(g) must be a positive multiple of 8"
+        case let .headDimNotMultipleOf8(d): return "the quantized KV cache needs a head dimension that is a multiple of 8; this model's is \(d)"
+        case let .groupDoesNotDivideKVDim(g, d): return "--kv-group \(g) must divide the model's key/value width \(d) (value groups run over channels)"
+        case let .badResidual(r, g): return "--kv-residual \(r) must be between the group size \(g) and 1024"
+        case let .badSink(s): return "--kv-sink \(s) must be between 0 and 256"
+        }
+    }
+}
+
+/// A validated configuration for one model's key/value shape: makes caches of any capacity without
+/// further checks, so sessions can be created without a `throws`.
+public struct KVCacheFactory: Sendable {
+    public let configuration: KVCacheConfiguration
+    /// The model's shape; its `capacity` is replaced by each `makeCache` call's.
+    public let geometry: KVGeometry
+
+    public init(configuration: KVCacheConfiguration, geometry: KVGeometry) throws(KVConfigurationError) {
+        try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
+        self.configuration = configuration
+        self.geometry = geometry
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        var g = geometry
+        g.capacity = max(0, capacity)
+        switch configuration.bits {
+        case 32: return FloatKVCache(geometry: g, precision: .f32)
+        case 16: return FloatKVCache(geometry: g, precision: .f16)
+        default: return KIVICache(validated: configuration, geometry: g)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+@testable import SpoolKV
+import SpoolKernels
+import XCTest
+
+final class KIVICacheTests: XCTestCase {
+    let pool = ThreadPool(threads: 2)
+
+    func kivi(bits: Int, group: Int = 32, residual: Int = 32, sink: Int = 0, geometry: KVGeometry = smallGeometry) throws -> KIVICache {
+        var c = KVCacheConfiguration(bits: bits, group: group, residual: residual, sink: sink)
+        c.keysBeforeRoPE = false
+        return try KIVICache(geometry: geometry, configuration: c)
+    }
+
+    /// Every attention output of `outputs` (queries from..<to) against double-precision attention
+    /// over exactly what the cache holds for that query.
+    func checkAgainstHeldData(_ cache: KIVICache, _ data: AttentionData, from: Int, to: Int, outputs: [Float], file: StaticString = #filePath, line: UInt = #line) {
+        let g = data.geometry, hd = g.headDim
+        for t in from..<to {
+            let visible = t + 1
+            let rows = (0..<visible).map { cache.seenKeyValue(layer: 0, token: $0, visible: visible) }
+            let maxV = rows.flatMap(\.value).map(abs).max()!
+            for h in 0..<g.queryHeads {
+                let q = data.queries[((t * g.queryHeads + h) * hd)..<((t * g.queryHeads + h + 1) * hd)]
+                let ref = referenceAttention(query: q, head: h, geometry: g, visible: visible) { rows[$0] }
+                for i in 0..<hd {
+                    let got = outputs[((t - from) * g.queryHeads + h) * hd + i]
+                    XCTAssertLessThanOrEqual(abs(Double(got) - ref[i]), Double(MAX_ATTENTION_REF_ERROR * maxV),
+                                             "query \(t) head \(h) channel \(i)", file: file, line: line)
+                }
+            }
+        }
+    }
+
+    func testPackedAttentionMatchesReferenceOverHeldData() throws {
+        let data = AttentionData(geometry: smallGeometry, tokens: 150, seed: 10)
+        for (bits, sink) in [(2, 0), (4, 0), (8, 0), (2, 4)] {
+            let cache = try kivi(bits: bits, sink: sink)
+            // A prefill ending mid-group, then a few decode steps across a group boundary.
+            let out = try storeAndAttend(cache, data, from: 0, to: 77, pool: pool)
+            checkAgainstHeldData(cache, data, from: 0, to: 77, outputs: out)
+            cache.commit(upTo: 77)
+            for t in 77..<100 {
+                let o = try storeAndAttend(cache, data, from: t, to: t + 1, pool: pool)
+                cache.commit(upTo: t + 1)
+                if t % 7 == 0 || t == 96 || t == 97 { checkAgainstHeldData(cache, data, from: t, to: t + 1, outputs: o) }
+            }
+        }
+    }
+
+    func testPreRoPEKeysAttendOverWhatTheCacheHolds() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        g.capacity = 512
+        let data = AttentionData(geometry: g, tokens: 500, seed: 16)
+        var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
+        config.keysBeforeRoPE = true
+        let cache = try KIVICache(geometry: g, configuration: config)
+        XCTAssertNotNil(cache.rope)
+        try storeAndAttend(cache, data, from: 0, to: 400, pool: pool)
+        cache.truncate(to: 300)
+        let out = try storeAndAttend(cache, data, from: 300, to: 490, pool: pool)
+        checkAgainstHeldData(cache, data, from: 480, to: 490, outputs: out.suffix(10 * 9 * 64).map { $0 })
+        // The SIMD pre-RoPE kernel against its scalar reference (dequantize, rotate, dot), per group and head.
+        let l = cache.layers[0], layout = cache.layout, cols = cache.ropeColumns!
+        let q = Array(data.queries[0..<64])
+        for gi in 0..<((490 - 4 - 32) / 32) {
+            for head in [0, 64, 128] {
+                var got = [Float](repeating: 0, count: 32), ref = got
+                var scratch = [Float](repeating: 0, count: 32 * 65)
+                KIVICache.preRoPEGroupScores(Code2.self, l, layout: layout, group: gi, head: head, headDim: 64, firstToken: 4 + gi * 32,
+                                             query: q, scale: 1, rope: cache.rope!, scratch: &scratch, into: &ref)
+                let ss = (0..<64).map { Half.float(l.keyScale[gi * 192 + head + $0]) }, zs = (0..<64).map { Half.float(l.keyZero[gi * 192 + head + $0]) }
+                KVKernels.rotatedKeyGroupScores(Code2.self, query: q, scales: ss, zeros: zs, codes: l.keyCodes + (gi * 192 + head) * layout.keyRowBytes,
+                                                rowBytes: layout.keyRowBytes, channels: 64, ropeDims: 64, group: 32, cos: cols.cos, sin: cols.sin,
+                                                positionStride: cols.positions, firstPosition: 4 + gi * 32, into: &got)
+                let mag = (0..<64).reduce(Float(0)) { $0 + abs(q[$1]) * (abs(ss[$1]) * 3 + abs(zs[$1])) }
+                for i in 0..<32 { XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "group \(gi) head \(head) token \(i)") }
+            }
+        }
+        // Un-rotating, quantizing and re-rotating keeps keys within the 2-bit error of post-RoPE
+        // quantization: compare the held keys with the stored ones.
+        config.keysBeforeRoPE = false
+        let post = try KIVICache(geometry: g, configuration: config)
+        try storeAndAttend(post, data, from: 0, to: 90, pool: pool)
+        var errPre = 0.0, errPost = 0.0
+        for j in 4..<36 {
+            let exact = data.keys[(j * g.kvDim)..<((j + 1) * g.kvDim)]
+            let a = cache.seenKeyValue(layer: 0, token: j, visible: 90).key, b = post.seenKeyValue(layer: 0, token: j, visible: 90).key
+            for (c, x) in exact.enumerated() { errPre += Double((a[c] - x) * (a[c] - x)); errPost += Double((b[c] - x) * (b[c] - x)) }
+        }
+        // Random keys have no RoPE structure, so neither should be much worse than the other.
+        XCTAssertLessThan(errPre, 2 * errPost)
+        XCTAssertLessThan(errPost, 2 * errPre)
+    }
+
+    func testAttentionCloseToFloatCache() throws {
+        let g = KVGeometry(layers: 1, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 512)
+        let data = AttentionData(geometry: g, tokens: 400, seed: 11)
+        let exact = FloatKVCache(geometry: g, precision: .f32)
+        let ref = try storeAndAttend(exact, data, from: 0, to: 400, pool: pool)
+        for bits in [16, 8, 4, 2] {
+            let cache = try KVCacheConfiguration(bits: bits, group: 32, residual: 32).makeCache(geometry: g)
+            let out = try storeAndAttend(cache, data, from: 0, to: 400, pool: pool)
+            // Score the queries that see mostly packed tokens.
+            let tail = 300 * g.queryHeads * g.headDim
+            let err = rmsRelative(Array(out[tail...]), Array(ref[tail...]))
+            XCTAssertLessThanOrEqual(err, MAX_ATTENTION_RMS_ERROR[bits]!, "bits \(bits)")
+            print("KV \(bits) bits: attention RMS error relative to f32 \(err)")
+        }
+    }
+
+    func testBatchAndTokenByTokenGiveIdenticalResults() throws {
+        let data = AttentionData(geometry: smallGeometry, tokens: 130, seed: 12)
+        for (group, residual, sink) in [(32, 32, 0), (32, 64, 0), (16, 40, 0), (32, 32, 4), (16, 32, 1)] {
+            let batch = try kivi(bits: 2, group: group, residual: residual, sink: sink)
+            let stepwise = try kivi(bits: 2, group: group, residual: residual, sink: sink)
+            let a = try storeAndAttend(batch, data, from: 0, to: 101, pool: pool)
+            batch.commit(upTo: 101)
+            var b: [Float] = []
+            for t in 0..<101 {
+                b += try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
+                stepwise.commit(upTo: t + 1)
+            }
+            XCTAssertEqual(a, b, "G \(group) R \(residual) S \(sink)")
+            // And the next decode step agrees too, after a prompt that ended mid-group.
+            XCTAssertEqual(try storeAndAttend(batch, data, from: 101, to: 102, pool: pool), try storeAndAttend(stepwise, data, from: 101, to: 102, pool: pool))
+        }
+    }
+
+    func testWindowFlushesOneGroupAtATime() throws {
+        let data = AttentionData(geometry: smallGeometry, tokens: 200, seed: 13)
+        let cases: [(sink: Int, counts: [Int], windowStarts: [Int])] = [
+            (0, [1, 63, 64, 65, 95, 96, 97, 128, 129, 160, 161], [0, 0, 0, 32, 32, 32, 64, 64, 96, 96, 128]),
+            (4, [1, 3, 4, 5, 67, 68, 69, 100, 101, 133], [1, 3, 4, 4, 4, 4, 36, 36, 68, 100]),
+        ]
+        for (sink, counts, windowStarts) in cases {
+            let cache = try kivi(bits: 2, group: 32, residual: 64, sink: sink)
+            var got: [Int] = []
+            for c in counts {
+                try storeAndAttend(cache, data, from: cache.layers[0].count, to: c, pool: pool)
+                cache.commit(upTo: c)
+                let ws = cache.layers[0].windowStart
+                got.append(ws)
+                XCTAssertLessThanOrEqual(c - ws, 64, "window over R at \(c)")
+            }
+            XCTAssertEqual(got, windowStarts, "sink \(sink)")
+        }
+    }
+
+    func testTruncateIntoPackedRegionAndRegrow() throws {
+        let data = AttentionData(geometry: smallGeometry, tokens: 200, seed: 14)
+        // (sink, window start at 100 tokens, window start at 40, first token restored from a group)
+        for (sink, at100, at40) in [(0, 96, 32), (4, 68, 36)] {
+            let cache = try kivi(bits: 2, group: 32, residual: 32, sink: sink)
+            try storeAndAttend(cache, data, from: 0, to: 100, pool: pool)
+            cache.commit(upTo: 100)
+            XCTAssertEqual(cache.layers[0].windowStart, at100)
+            let before = (0..<100).map { cache.seenKeyValue(layer: 0, token: $0, visible: 100) }
+            cache.truncate(to: 40)
+            XCTAssertEqual(cache.count, 40)
+            XCTAssertEqual(cache.layers[0].windowStart, at40)
+            // Sink and group 0 stay as they were; tokens at40..<40 came back from the next packed
+            // group as f16 copies of their dequantized values.
+            for j in 0..<40 {
+                let now = cache.seenKeyValue(layer: 0, token: j, visible: 40)
+                let want: (key: [Float], value: [Float]) = j < at40 ? before[j] : (before[j].key.map { Float(Float16($0)) }, before[j].value.map { Float(Float16($0)) })
+                XCTAssertEqual(now.key, want.key, "token \(j)")
+                XCTAssertEqual(now.value, want.value, "token \(j)")
+            }
+            // Regrow past the old length: attention is exact over what the cache holds.
+            let out = try storeAndAttend(cache, data, from: 40, to: 110, pool: pool)
+            checkAgainstHeldData(cache, data, from: 40, to: 110, outputs: out)
+            cache.commit(upTo: 110)
+            // A store at an earlier position rewinds the layer the same way.
+            let again = try storeAndAttend(cache, data, from: 70, to: 90, pool: pool)
+            checkAgainstHeldData(cache, data, from: 70, to: 90, outputs: again)
+            // Truncating to 0 gives a cache that behaves like a fresh one.
+            cache.truncate(to: 0)
+            let fresh = try kivi(bits: 2, group: 32, residual: 32, sink: sink)
+            XCTAssertEqual(try storeAndAttend(cache, data, from: 0, to: 77, pool: pool), try storeAndAttend(fresh, data, from: 0, to: 77, pool: pool))
+        }
+    }
+
+    func testStoreErrors() throws {
+        let data = AttentionData(geometry: smallGeometry, tokens: 300, seed: 15)
+        let cache = try kivi(bits: 4)
+        XCTAssertThrowsError(try storeAndAttend(cache, data, from: 10, to: 20, pool: pool)) {
+            XCTAssertEqual($0 as? KVCacheError, .gap(layer: 0, start: 10, stored: 0))
+        }
+        XCTAssertThrowsError(try storeAndAttend(cache, data, from: 0, to: 257, pool: pool)) {
+            XCTAssertEqual($0 as? KVCacheError, .contextFull(needed: 257, capacity: 256))
+        }
+    }
+
+    func testConfigurationValidation() {
+        func check(_ c: KVCacheConfiguration, _ e: KVConfigurationError) {
+            XCTAssertThrowsError(try c.validate(kvHeads: 3, headDim: 64)) { XCTAssertEqual($0 as? KVConfigurationError, e) }
+        }
+        check(.init(bits: 3), .unsupportedBits(3))
+        check(.init(bits: 2, group: 12), .badGroup(12))
+        check(.init(bits: 2, group: 128), .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
+        check(.init(bits: 2, group: 32, residual: 16), .badResidual(16, group: 32))
+        check(.init(bits: 2, sink: -1), .badSink(-1))
+        XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
+        XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
+    }
+
+    func testMemoryAtContext2048() throws {
+        let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048)
+        let f16 = FloatKVCache(geometry: g, precision: .f16)
+        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2, group: 32, residual: 32, sink: 0))
+        XCTAssertEqual(f16.allocatedBytes, 2048 * 23040)
+        // 2-bit codes plus f16 scale and zero per 32: 3 bits per element.
+        XCTAssertEqual(k2.bytesPerToken, 30 * 144)
+        // Packed store for 2016 tokens plus a 32-token f16 window.
+        XCTAssertEqual(k2.allocatedBytes, 2016 * 30 * 144 + 32 * 23040)
+    }
+}
