@@ -22,4 +22,8 @@ static inline void spool_cpu_relax(void) {
 #endif
 }
 
+/// 1 if the CPU has AVX-512 F/DQ/BW/VL and VNNI (plus AVX2, FMA, F16C) and the OS saves the opmask
+/// and ZMM registers (XCR0), else 0. Always 0 on non-x86_64 targets. (cpu_avx512.c)
+int spool_cpu_has_avx512_vnni(void);
+
 #endif
