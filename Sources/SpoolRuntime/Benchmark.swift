@@ -16,6 +16,8 @@ public struct BenchmarkOptions: Sendable {
     public var repetitions = 5
     /// Seed of the random token ids (llama-bench also feeds random tokens).
     public var seed: UInt64 = 1234
+    /// Buffer size of a streaming-read bandwidth measurement; 0 skips it.
+    public var bandwidthBytes = 0
 
     public init(promptTokens: Int = 512, generatedTokens: Int = 128, repetitions: Int = 5) {
         self.promptTokens = promptTokens
@@ -73,6 +75,10 @@ public struct BenchmarkReport: Codable, Sendable {
     /// Peak resident set size of the process (VmHWM), after the runs.
     public var peakRSSBytes: Int
     public var repetitions: Int
+    /// Streaming-read bandwidth of the same threads (only with `bandwidthBytes` > 0).
+    public var memoryBandwidth: MemoryBandwidth?
+    /// Bytes decode reads per token (weights) times decode tok/s, over the measured bandwidth.
+    public var decodeRooflineFraction: Double?
 }
 
 public enum Benchmark {
@@ -127,10 +133,19 @@ public enum Benchmark {
                 seconds: try (0..<options.repetitions).map { _ in try timeDecode(options.generatedTokens) })
         }
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: engine.path)[.size] as? Int) ?? 0
-        return BenchmarkReport(
+        var report = BenchmarkReport(
             model: engine.path, modelFileBytes: fileBytes, weightBytes: model.weightBytes,
             threads: engine.pool.threadCount, kernelLevel: KernelLevel.selected.rawValue,
             prefill: prefill, decode: decode, peakRSSBytes: peakRSSBytes(), repetitions: options.repetitions)
+        if options.bandwidthBytes > 0 {
+            // After the peak RSS reading: the probe buffer is not part of the model's footprint.
+            let bw = MemoryBandwidth.measure(pool: engine.pool, bytes: options.bandwidthBytes, repetitions: options.repetitions)
+            report.memoryBandwidth = bw
+            if let d = decode, bw.bytesPerSecond > 0 {
+                report.decodeRooflineFraction = d.medianTokensPerSecond * Double(model.weightBytes) / bw.bytesPerSecond
+            }
+        }
+        return report
     }
 
     static func seconds(_ d: Duration) -> Double {

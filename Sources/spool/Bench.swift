@@ -21,6 +21,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: [.customShort("r"), .long], help: "Repetitions of each test.")
     var repetitions = 5
 
+    @Option(name: .long, help: "Also measure streaming-read memory bandwidth with a buffer of this many MiB (0 skips it).")
+    var bandwidth = 0
+
     @Flag(help: "Print the report as JSON on stdout.")
     var json = false
 
@@ -30,13 +33,14 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("-p and -n must be >= 0 and not both 0")
         }
         if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if bandwidth < 0 { throw ValidationError("--bandwidth must be >= 0") }
     }
 
     func run() async throws {
         let engine = try Engine(path: model, options: EngineOptions(threads: threads))
-        let report = try Benchmark.run(
-            engine: engine,
-            options: BenchmarkOptions(promptTokens: promptTokens, generatedTokens: generatedTokens, repetitions: repetitions))
+        var options = BenchmarkOptions(promptTokens: promptTokens, generatedTokens: generatedTokens, repetitions: repetitions)
+        options.bandwidthBytes = bandwidth * 1024 * 1024
+        let report = try Benchmark.run(engine: engine, options: options)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -51,5 +55,11 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "%@%-5d %9.2f ± %.2f tok/s (median ± stddev)", name, r.tokens, r.medianTokensPerSecond, r.stddevTokensPerSecond))
         }
         print("peak RSS: \(mib(report.peakRSSBytes))")
+        if let bw = report.memoryBandwidth {
+            print(String(format: "read bandwidth: %.2f GB/s (%@ buffer, median)", bw.bytesPerSecond / 1e9, mib(bw.bufferBytes)))
+        }
+        if let f = report.decodeRooflineFraction {
+            print(String(format: "decode roofline: %.1f%% (weights per token x tg tok/s / bandwidth)", f * 100))
+        }
     }
 }
