@@ -47,7 +47,14 @@ let package = Package(
             dependencies: ["SpoolKernelsAVX2"],
             swiftSettings: [.unsafeFlags(avx512Flags)]
         ),
-        .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2", "SpoolKernelsAVX512"]),
+        // libnuma for NUMA topology and node-local allocation (apt: libnuma-dev; Linux only).
+        .systemLibrary(name: "CNuma", providers: [.apt(["libnuma-dev"])]),
+        .target(
+            name: "SpoolKernels",
+            dependencies: [
+                "CSpoolSys", "SpoolKernelsAVX2", "SpoolKernelsAVX512",
+                .target(name: "CNuma", condition: .when(platforms: [.linux])),
+            ]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
