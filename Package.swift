@@ -16,16 +16,26 @@ let package = Package(
     products: [
         .executable(name: "spool", targets: ["spool"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
+        .executable(name: "spool-make-model", targets: ["spool-make-model"]),
+        .executable(name: "spool-io-bench", targets: ["spool-io-bench"]),
+        .library(name: "SpoolServer", targets: ["SpoolServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         .target(name: "SpoolFormat"),
         .target(name: "SpoolTokenizer", dependencies: ["SpoolFormat"]),
         // cpuid / xgetbv and a spin-wait hint, which Swift cannot express. Everything x86-specific in it
         // is behind `#if defined(__x86_64__)`, so it builds unchanged on aarch64.
-        .target(name: "CSpoolSys"),
+        .target(name: "CSpoolSys", dependencies: [.target(name: "CLibURing", condition: .when(platforms: [.linux]))]),
+        // liburing for the io_uring weight reader: header and `-luring` only; CSpoolSys wraps its
+        // static inline helpers (see Sources/CLibURing/shim.h).
+        .systemLibrary(name: "CLibURing", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        // Weight I/O: the WeightReader backends (io_uring, pread, mmap), the layer streamer and the
+        // memory-budget planner.
+        .target(name: "SpoolIO", dependencies: ["CSpoolSys"]),
         // The AVX2+FMA kernels. These flags turn on the LLVM target features for this module only
         // (Swift takes its codegen target features from the Clang importer's target options; plain
         // `-Xcc -mavx2` works too but is a hard error when compiling for aarch64, whereas a cc1
@@ -57,19 +67,45 @@ let package = Package(
             ]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
-        .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
+        .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),
+        // The OpenAI-compatible HTTP server (spool serve): a Hummingbird front over one compute thread.
+        .target(
+            name: "SpoolServer",
+            dependencies: [
+                "SpoolRuntime", "SpoolTokenizer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // libedit (Debian: libedit-dev) for the chat REPL's line editing and history.
+        .systemLibrary(name: "CEditLine", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolRuntime",
+                "SpoolRuntime", "SpoolIO",
+                "SpoolServer",
+                "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // Writes a Llama-shaped GGUF of any size with random Q4_0 weights (I/O benchmarks only).
+        .executableTarget(
+            name: "spool-make-model",
+            dependencies: ["SpoolFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/MakeModel"
+        ),
+        // Reads a file as streamed layers with each I/O backend and prints the bandwidth.
+        .executableTarget(
+            name: "spool-io-bench",
+            dependencies: ["SpoolIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/IOBench"
         ),
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2", "SpoolKernelsAVX512"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolModel", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
+        .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),
     ]
 )

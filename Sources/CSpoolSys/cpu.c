@@ -58,3 +58,10 @@ int spool_pin_current_thread(int cpu) {
 int spool_allowed_cpus(int *out, int capacity) { (void)out; (void)capacity; return -1; }
 int spool_pin_current_thread(int cpu) { (void)cpu; return -1; }
 #endif
+
+#if defined(__linux__)
+#include <fcntl.h>
+int spool_o_direct_flag(void) { return O_DIRECT; }
+#else
+int spool_o_direct_flag(void) { return 0; }
+#endif

@@ -33,12 +33,22 @@ public final class DenseWeight: LinearWeight {
         guard tensor.shape.count <= 2 else {
             throw .format(.tensorShapeMismatch(tensor: tensor.name, expected: [tensor.shape[0], tensor.elementCount / tensor.shape[0]], actual: tensor.shape))
         }
-        let cols = tensor.shape[0], rows = tensor.shape.count == 2 ? tensor.shape[1] : 1
-        self.init(rows: rows, cols: cols)
+        self.init(rows: tensor.shape.count == 2 ? tensor.shape[1] : 1, cols: tensor.shape[0])
+        try load(tensor, from: gguf.data(of: tensor))
+    }
+
+    /// Fills the weights from a tensor's bytes (rows * cols values of its type).
+    public func load(_ tensor: GGUFTensorInfo, from bytes: UnsafeRawBufferPointer) throws(ModelError) {
+        guard tensor.elementCount == rows * cols else {
+            throw .format(.tensorShapeMismatch(tensor: tensor.name, expected: [cols, rows], actual: tensor.shape))
+        }
         do {
-            try GGMLDequantizer.dequantize(tensor.type, from: gguf.data(of: tensor), count: rows * cols, into: values)
+            try GGMLDequantizer.dequantize(tensor.type, from: bytes, count: rows * cols, into: values)
+        } catch let e as DequantizeError {
+            if case .unsupportedType = e { throw .unsupportedTensorType(tensor: tensor.name, type: tensor.type) }
+            throw .invalidTensorData(tensor: tensor.name, reason: e.description)
         } catch {
-            throw .unsupportedTensorType(tensor: tensor.name, type: tensor.type)
+            throw .invalidTensorData(tensor: tensor.name, reason: "\(error)")
         }
     }
 

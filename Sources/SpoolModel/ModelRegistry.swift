@@ -2,13 +2,14 @@ import SpoolFormat
 
 /// Maps a GGUF `general.architecture` to the code that builds the model.
 public enum ModelRegistry {
-    static let loaders: [String: @Sendable (GGUFFile) throws(ModelError) -> LanguageModel] = [
-        "llama": { gguf throws(ModelError) in try LlamaModel(gguf: gguf) },
+    static let loaders: [String: @Sendable (GGUFFile, Bool) throws(ModelError) -> LanguageModel] = [
+        "llama": { gguf, resident throws(ModelError) in try LlamaModel(gguf: gguf, residentLayers: resident) },
     ]
 
     public static var architectures: [String] { Array(loaders.keys) }
 
-    public static func load(gguf: GGUFFile) throws(ModelError) -> LanguageModel {
+    /// With `residentLayers` false the blocks are not built (a streaming layer source supplies them).
+    public static func load(gguf: GGUFFile, residentLayers: Bool = true) throws(ModelError) -> LanguageModel {
         let arch: String
         do {
             arch = try gguf.require("general.architecture", gguf.string)
@@ -16,6 +17,6 @@ public enum ModelRegistry {
             throw .format(error)
         }
         guard let loader = loaders[arch] else { throw .unsupportedArchitecture(arch) }
-        return try loader(gguf)
+        return try loader(gguf, residentLayers)
     }
 }

@@ -11,6 +11,9 @@ public struct EngineOptions: Sendable {
     /// Tokens per forward pass during prefill.
     public var batchSize = 512
 
+    /// Stream blocks from disk under a memory budget; nil: map the whole file.
+    public var streaming: StreamingOptions?
+
     public init(threads: Int? = nil) { self.threads = threads }
 }
 
@@ -36,6 +39,8 @@ public final class Engine {
     /// `tokenizer.chat_template` from the model's metadata, if any.
     public let chatTemplate: String?
     public let loadSeconds: Double
+    /// The streaming layer source when `options.streaming` is set.
+    public let streamedLayers: StreamedGGUFLayers?
 
     public init(path: String, options: EngineOptions = EngineOptions()) throws {
         let t0 = Date()
@@ -44,9 +49,11 @@ public final class Engine {
         let gguf: GGUFFile
         do {
             gguf = try GGUFFile(path: path)
-            model = try ModelRegistry.load(gguf: gguf)
+            model = try ModelRegistry.load(gguf: gguf, residentLayers: options.streaming == nil)
             tokenizer = try BPETokenizer(gguf: gguf)
             chatTemplate = try gguf.string("tokenizer.chat_template")
+            let loaded = model
+            streamedLayers = try options.streaming.map { s in try Engine.attachStreaming(loaded, path: path, options: s) }
         } catch let e as CustomStringConvertible & Error {
             throw EngineError.load(path: path, reason: e.description)
         }
@@ -55,6 +62,25 @@ public final class Engine {
     }
 
     public var configuration: LlamaConfiguration { model.configuration }
+
+    /// Sets a streaming layer source on a GGUF Llama model. What stays outside the blocks: the
+    /// embedding and output weights, an f32 KV cache at the session context, and activation scratch
+    /// for a 512-token batch.
+    static func attachStreaming(_ model: LanguageModel, path: String, options: StreamingOptions) throws -> StreamedGGUFLayers {
+        guard let llama = model as? LlamaModel, let loader = llama.ggufLoader else {
+            throw EngineError.load(path: path, reason: "streaming needs a GGUF Llama model")
+        }
+        let c = llama.configuration
+        let context = min(options.contextLength ?? 4096, c.contextLength)
+        let fixed: [(name: String, bytes: Int)] = [
+            ("embedding and output", llama.weightBytes),
+            ("kv cache", 2 * c.layers * c.kvDim * context * 4),
+            ("activations", 512 * (4 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim) * 4),
+        ]
+        let source = try StreamedGGUFLayers(path: path, loader: loader, fixedBytes: fixed, options: options)
+        llama.layerSource = source
+        return source
+    }
 
     public func makeSession(contextLength: Int? = nil) -> Session {
         Session(engine: self, contextLength: min(contextLength ?? 4096, configuration.contextLength))

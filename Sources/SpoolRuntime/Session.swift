@@ -102,45 +102,13 @@ public final class Session {
         prompt: [Int32], maxTokens: Int, sampling: SamplingParameters, stop: [String] = [],
         onText: (String) -> Bool = { _ in true }
     ) throws -> GenerationResult {
-        try sampling.validate()
-        var stats = GenerationStats()
-        var logits = try prefill(prompt, stats: &stats)
-        var sampler = Sampler(sampling)
-        var decoder = StreamingDecoder(tokenizer: engine.tokenizer)
-        var generated: [Int32] = []
-        var text = ""
-        var reason = FinishReason.length
-        let t0 = Date()
-        defer { stats.decodeSeconds = Date().timeIntervalSince(t0) }
-        while generated.count < maxTokens {
-            let id = sampler.sample(logits, history: tokens)
-            if engine.tokenizer.isEndOfGeneration(id) { reason = .stop; break }
-            generated.append(id)
-            var piece = decoder.append(id)
-            if !stop.isEmpty, let cut = Self.stopIndex(in: text + piece, stops: stop) {
-                piece = String((text + piece)[..<cut].dropFirst(text.count))
-                text += piece
-                if !piece.isEmpty { _ = onText(piece) }
-                reason = .stop
+        let generation = try Generation(session: self, prompt: prompt, maxTokens: maxTokens, sampling: sampling, stop: stop)
+        while let piece = try generation.step() {
+            if !piece.isEmpty, !onText(piece) {
+                generation.cancel()
                 break
             }
-            text += piece
-            if !piece.isEmpty, !onText(piece) { reason = .cancelled; break }
-            if generated.count == maxTokens { break }
-            if tokens.count >= contextLength { reason = .contextFull; break }
-            logits = try evaluate([id])
         }
-        if reason != .stop {
-            let rest = decoder.flush()
-            text += rest
-            if !rest.isEmpty { _ = onText(rest) }
-        }
-        stats.generatedTokens = generated.count
-        stats.decodeSeconds = Date().timeIntervalSince(t0)
-        return GenerationResult(text: text, tokens: generated, finishReason: reason, stats: stats)
-    }
-
-    static func stopIndex(in text: String, stops: [String]) -> String.Index? {
-        stops.compactMap { $0.isEmpty ? nil : text.range(of: $0)?.lowerBound }.min()
+        return generation.result
     }
 }

@@ -56,6 +56,21 @@ public struct ChatTemplate: Sendable, Equatable {
         return nil
     }
 
+    /// The template for a model: `name` when given (e.g. from `--chat-template`), else the family
+    /// detected in the model's `tokenizer.chat_template`, else ChatML. The warning says when the
+    /// metadata was missing or not recognised, so the caller can show it.
+    public static func resolve(name: String?, metadata: String?) throws(ChatTemplateError) -> (template: ChatTemplate, warning: String?) {
+        let detected = metadata.flatMap { detect(jinja: $0) }
+        if let name {
+            var t = try ChatTemplate(named: name)
+            if detected?.family == t.family { t.defaultSystemPrompt = detected?.defaultSystemPrompt }
+            return (t, nil)
+        }
+        if let detected { return (detected, nil) }
+        let why = metadata == nil ? "the model has no tokenizer.chat_template" : "the model's chat template is not one Spool recognises"
+        return (ChatTemplate(family: .chatml), "\(why); using chatml (choose another with --chat-template \(Family.allCases.map(\.rawValue).joined(separator: "|")))")
+    }
+
     /// A ChatML template that writes a literal system turn ('<|im_start|>system\n...<|im_end|>')
     /// for conversations without one carries that text as its default system prompt.
     static func defaultSystem(in jinja: String) -> String? {

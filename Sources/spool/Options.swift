@@ -1,4 +1,5 @@
 import ArgumentParser
+import SpoolIO
 import SpoolRuntime
 
 struct ModelOptions: ParsableArguments {
@@ -11,15 +12,50 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context length in tokens (default: 4096, capped by the model).")
     var contextSize: Int?
 
+    @Option(name: .long, help: "Device profile: a name from profiles/ (workstation, numa-2socket, sbc-8gb, ci-2core) or a path. Flags override its values.")
+    var profile: String?
+
+    @Option(name: .customLong("mem-budget"), help: "Memory budget (e.g. 512M, 1.5G): transformer blocks that do not fit are streamed from disk for every token.")
+    var memBudget: String?
+
+    @Option(name: .customLong("io"), help: "I/O backend for streamed blocks: uring (default, falls back to pread), pread, mmap.")
+    var io: IOBackend?
+
+    @Option(name: .customLong("prefetch"), help: "Blocks read ahead of the one computing when streaming (default 2, or the profile's).")
+    var prefetch: Int?
+
     func validate() throws {
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if let c = contextSize, c < 1 { throw ValidationError("--ctx-size must be at least 1") }
+        if let p = prefetch, p < 0 { throw ValidationError("--prefetch must be at least 0") }
+        if let b = memBudget { do { _ = try ByteSize.parse(b) } catch { throw ValidationError("--mem-budget: \(error)") } }
+    }
+
+    /// The engine options: the profile's values, then the flags over them.
+    func engineOptions() throws -> EngineOptions {
+        let p = try profile.map { name throws in try DeviceProfile.find(name) }
+        var options = EngineOptions(threads: threads ?? p?.threads)
+        let budget = try memBudget.map { try ByteSize.parse($0) } ?? p?.memoryBudgetBytes()
+        if let budget {
+            var s = StreamingOptions(memoryBudget: budget, backend: io ?? p?.ioBackend ?? .uring,
+                                     prefetchDepth: prefetch ?? p?.io.prefetchDepth ?? 2)
+            if let p { s.reader = try p.readerOptions() }
+            s.contextLength = contextSize
+            options.streaming = s
+        } else if io != nil || prefetch != nil {
+            throw ValidationError("--io and --prefetch apply to streaming: give --mem-budget or a --profile")
+        }
+        return options
     }
 
     func loadEngine() throws -> Engine {
-        try Engine(path: model, options: EngineOptions(threads: threads))
+        let engine = try Engine(path: model, options: engineOptions())
+        if let why = engine.streamedLayers?.fallbackReason { printErr(why) }
+        return engine
     }
 }
+
+extension IOBackend: ExpressibleByArgument {}
 
 struct SamplingOptions: ParsableArguments {
     @Option(name: .long, help: "Temperature; 0 is greedy.")

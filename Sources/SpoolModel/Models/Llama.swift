@@ -17,7 +17,7 @@ public final class LlamaLayer {
     let wUp: LinearWeight        // (ffnDim, dim)
     let wDown: LinearWeight      // (dim, ffnDim)
 
-    init(attnNorm: [Float], wq: LinearWeight, wk: LinearWeight, wv: LinearWeight, wo: LinearWeight,
+    public init(attnNorm: [Float], wq: LinearWeight, wk: LinearWeight, wv: LinearWeight, wo: LinearWeight,
          ffnNorm: [Float], wGate: LinearWeight, wUp: LinearWeight, wDown: LinearWeight) {
         self.attnNorm = attnNorm
         self.wq = wq
@@ -39,6 +39,10 @@ public final class LlamaModel: LanguageModel {
     let layers: [LlamaLayer]
     let outputNorm: [Float]          // (dim)
     let output: LinearWeight         // (vocab, dim); the embedding itself when tied
+    /// Where layers come from when they are not all held in memory (streaming); nil: `layers`.
+    public var layerSource: LayerSource?
+    /// How the GGUF layers were built, for a streaming source to build them again from its buffers.
+    public private(set) var ggufLoader: LlamaGGUFLoader?
     private let scratch = Scratch()
 
     public init(configuration: LlamaConfiguration, embedding: LinearWeight, layers: [LlamaLayer],
@@ -51,46 +55,22 @@ public final class LlamaModel: LanguageModel {
     }
 
     /// Loads a GGUF file written by llama.cpp's converter (tensor names `blk.N.attn_q.weight` etc.).
-    public convenience init(gguf: GGUFFile) throws(ModelError) {
-        let c = try LlamaConfiguration(gguf: gguf)
-        func tensor(_ name: String, _ shape: [Int]) throws(ModelError) -> GGUFTensorInfo {
-            guard let t = gguf.tensor(named: name) else { throw .format(.missingTensor(name)) }
-            guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
-            return t
-        }
-        let activations = Q8Activations()
-        func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> LinearWeight {
-            let t = try tensor(name, [cols, rows])
-            if let format = BlockQuantWeight.format(for: t.type), cols % WeightBlockFormat.blockSize == 0 {
-                return try BlockQuantWeight(format: format, rows: rows, cols: cols, data: gguf.data(of: t), owner: gguf,
-                                            activations: activations, name: name)
-            }
-            return try DenseWeight(gguf: gguf, tensor: t)
-        }
-        func vector(_ name: String, _ n: Int) throws(ModelError) -> [Float] {
-            let w = try DenseWeight(gguf: gguf, tensor: tensor(name, [n]))
-            return Array(UnsafeBufferPointer(start: w.pointer, count: n))
-        }
-        let embedding = try matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim)
+    /// Block-quantized weights stay in the file's mapping; see `LlamaGGUFLoader`.
+    /// With `residentLayers` false no block is built: a `layerSource` must be set before `forward`.
+    public convenience init(gguf: GGUFFile, residentLayers: Bool = true) throws(ModelError) {
+        let loader = try LlamaGGUFLoader(gguf: gguf)
+        let c = loader.configuration
+        let embedding = try loader.matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
         var layers: [LlamaLayer] = []
-        for i in 0..<c.layers {
-            let p = "blk.\(i)."
-            layers.append(LlamaLayer(
-                attnNorm: try vector(p + "attn_norm.weight", c.dim),
-                wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim),
-                wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim),
-                wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim),
-                wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim),
-                ffnNorm: try vector(p + "ffn_norm.weight", c.dim),
-                wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim),
-                wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim),
-                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim)))
+        if residentLayers {
+            for i in 0..<c.layers { layers.append(try loader.layer(i, bytes: loader.mapped)) }
         }
-        let outputNorm = try vector("output_norm.weight", c.dim)
+        let outputNorm = try loader.vector("output_norm.weight", c.dim, bytes: loader.mapped)
         let output = gguf.tensor(named: "output.weight") == nil
             ? embedding
-            : try matrix("output.weight", rows: c.vocabSize, cols: c.dim)
+            : try loader.matrix("output.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
         self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+        ggufLoader = loader
     }
 
     public var weightBytes: Int {
@@ -121,7 +101,10 @@ public final class LlamaModel: LanguageModel {
         for (t, id) in tokens.enumerated() { embedding.row(Int(id), into: x + t * c.dim) }
         let positions = (0..<n).map { Int32(start + $0) }
 
-        for (li, layer) in layers.enumerated() {
+        guard layerSource != nil || layers.count == c.layers else { throw ForwardError.noLayerSource }
+        for li in 0..<c.layers {
+            let layer = try layerSource?.acquire(li) ?? layers[li]
+            defer { layerSource?.release(li) }
             // Attention block.
             Kernels.rmsNorm(x, weight: layer.attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
             layer.wq.apply(xn, tokens: n, into: s.q, pool: pool)
