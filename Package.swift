@@ -6,6 +6,10 @@ let avx2Flags: [String] = ["+avx2", "+fma", "+f16c"].flatMap { feature in
     ["-Xcc", "-Xclang", "-Xcc", "-target-feature", "-Xcc", "-Xclang", "-Xcc", feature]
 }
 
+/// The same for the AVX-512 VNNI kernel module.
+let avx512Flags: [String] = ["+avx512f", "+avx512bw", "+avx512vl", "+avx512vnni", "+avx512dq", "+avx2", "+fma", "+f16c"]
+    .flatMap { feature in ["-Xcc", "-Xclang", "-Xcc", "-target-feature", "-Xcc", "-Xclang", "-Xcc", feature] }
+
 let package = Package(
     name: "Spool",
     platforms: [.macOS(.v14)],
@@ -46,7 +50,21 @@ let package = Package(
             name: "SpoolKernelsAVX2",
             swiftSettings: [.unsafeFlags(avx2Flags)]
         ),
-        .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
+        // The AVX-512 VNNI kernels: same arrangement as SpoolKernelsAVX2 (every file in `#if arch(x86_64)`,
+        // nothing runs before `KernelLevel` has checked cpuid and XCR0).
+        .target(
+            name: "SpoolKernelsAVX512",
+            dependencies: ["SpoolKernelsAVX2"],
+            swiftSettings: [.unsafeFlags(avx512Flags)]
+        ),
+        // libnuma for NUMA topology and node-local allocation (apt: libnuma-dev; Linux only).
+        .systemLibrary(name: "CNuma", providers: [.apt(["libnuma-dev"])]),
+        .target(
+            name: "SpoolKernels",
+            dependencies: [
+                "CSpoolSys", "SpoolKernelsAVX2", "SpoolKernelsAVX512",
+                .target(name: "CNuma", condition: .when(platforms: [.linux])),
+            ]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),
@@ -84,7 +102,7 @@ let package = Package(
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
+        .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2", "SpoolKernelsAVX512"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport"]),
         .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),

@@ -9,9 +9,12 @@ import Darwin
 ///
 /// `generic` is portable Swift SIMD and is always available (on aarch64 it is the NEON path).
 /// `avx2` needs an x86_64 CPU with AVX2 and FMA and an OS that saves YMM state.
+/// `avx512vnni` adds AVX-512 F/BW/VL/DQ and VNNI (`vpdpbusd`) with the ZMM state saved; kernels
+/// without an AVX-512 version run their AVX2 version at this level. Cases are in ascending order.
 public enum KernelLevel: String, Sendable, CaseIterable, CustomStringConvertible {
     case generic
     case avx2
+    case avx512vnni
 
     public var description: String { rawValue }
 
@@ -20,14 +23,19 @@ public enum KernelLevel: String, Sendable, CaseIterable, CustomStringConvertible
         switch self {
         case .generic: return true
         case .avx2: return Self.cpuHasAVX2FMA
+        case .avx512vnni: return Self.cpuHasAVX512VNNI
         }
     }
+
+    /// Whether kernels at this level may run AVX2 code (every x86 level above generic).
+    @inline(__always)
+    var usesAVX2: Bool { self != .generic }
 
     /// Every level this machine can run, generic first. Tests run each of them.
     public static var supported: [KernelLevel] { allCases.filter(\.isSupported) }
 
     /// The level the kernels use when none is passed: the best supported one, unless the environment
-    /// asks otherwise. `SPOOL_KERNELS=generic|avx2` picks a level (an unsupported request falls back
+    /// asks otherwise. `SPOOL_KERNELS=generic|avx2|avx512vnni` picks a level (an unsupported request falls back
     /// to generic); `SPOOL_DISABLE_SIMD=1` is the same as `SPOOL_KERNELS=generic`. Read once.
     public static let selected: KernelLevel = select(
         kernels: environment("SPOOL_KERNELS"), disableSIMD: environment("SPOOL_DISABLE_SIMD"))
@@ -47,6 +55,7 @@ public enum KernelLevel: String, Sendable, CaseIterable, CustomStringConvertible
     }
 
     private static let cpuHasAVX2FMA: Bool = spool_cpu_has_avx2_fma() != 0
+    private static let cpuHasAVX512VNNI: Bool = spool_cpu_has_avx512_vnni() != 0
 
     private static func environment(_ name: String) -> String? {
         guard let p = getenv(name) else { return nil }

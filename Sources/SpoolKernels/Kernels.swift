@@ -65,7 +65,7 @@ public enum Kernels {
         rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
     ) {
         #if arch(x86_64)
-        if level == .avx2 {
+        if level.usesAVX2 {
             MatmulAVX2.matmulBlock(w, rows: rows, cols: cols, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
             return
         }
@@ -79,7 +79,7 @@ public enum Kernels {
         rowRange: Range<Int>, level: KernelLevel
     ) {
         #if arch(x86_64)
-        if level == .avx2 {
+        if level.usesAVX2 {
             MatmulAVX2.matvecBlock(w, cols: cols, x, into: y, rowRange: rowRange)
             return
         }
@@ -93,7 +93,7 @@ public enum Kernels {
         into out: UnsafeMutablePointer<Float>, level: KernelLevel = .selected
     ) {
         #if arch(x86_64)
-        if level.resolved == .avx2 {
+        if level.resolved.usesAVX2 {
             ElementwiseAVX2.rmsNorm(x, weight: weight, n: n, tokens: tokens, eps: eps, into: out)
             return
         }
@@ -125,7 +125,7 @@ public enum Kernels {
     /// In-place softmax over n values, with a polynomial exp (see `MAX_EXP_REL_ERROR` in the tests).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, n: Int, level: KernelLevel = .selected) {
         #if arch(x86_64)
-        if level.resolved == .avx2 {
+        if level.resolved.usesAVX2 {
             ElementwiseAVX2.softmax(x, n: n)
             return
         }
@@ -139,7 +139,7 @@ public enum Kernels {
         level: KernelLevel = .selected
     ) {
         #if arch(x86_64)
-        if level.resolved == .avx2 {
+        if level.resolved.usesAVX2 {
             ElementwiseAVX2.swiglu(gate, up, count: count, into: out)
             return
         }
@@ -150,7 +150,7 @@ public enum Kernels {
     /// out[i] = exp(x[i]) with the kernels' polynomial exp; public so its error can be tested.
     public static func exp(_ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>, level: KernelLevel = .selected) {
         #if arch(x86_64)
-        if level.resolved == .avx2 {
+        if level.resolved.usesAVX2 {
             ElementwiseAVX2.exp(x, count: count, into: out)
             return
         }

@@ -73,4 +73,28 @@ public enum Reference {
             out[i] = g / (1 + Foundation.exp(-g)) * up[i]
         }
     }
+
+    /// scores[j] = scale * sum_i q[i] * rows[j * stride + i], for j < count.
+    public static func dotRows(
+        _ q: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, stride: Int, count: Int, dim: Int, scale: Float,
+        into scores: UnsafeMutablePointer<Float>
+    ) {
+        for j in 0..<count {
+            var acc: Double = 0
+            for i in 0..<dim { acc += Double(q[i]) * Double(rows[j * stride + i]) }
+            scores[j] = Float(acc * Double(scale))
+        }
+    }
+
+    /// out[i] = sum_j weights[j] * rows[j * stride + i], for i < dim.
+    public static func weightedSum(
+        _ weights: UnsafePointer<Float>, _ rows: UnsafePointer<Float>, stride: Int, count: Int, dim: Int,
+        into out: UnsafeMutablePointer<Float>
+    ) {
+        for i in 0..<dim {
+            var acc: Double = 0
+            for j in 0..<count { acc += Double(weights[j]) * Double(rows[j * stride + i]) }
+            out[i] = Float(acc)
+        }
+    }
 }

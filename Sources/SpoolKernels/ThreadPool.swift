@@ -21,6 +21,9 @@ import Darwin
 /// the job's closure (see `Job`).
 public final class ThreadPool: Sendable {
     public let threadCount: Int
+    /// The NUMA node of each thread (index 0 is the caller), when the pool was placed on a
+    /// multi-node topology; empty otherwise. Kernels can use it to pick node-local copies of data.
+    public let threadNodes: [Int]
     private let state: PoolState
 
     /// - Parameters:
@@ -28,12 +31,29 @@ public final class ThreadPool: Sendable {
     ///   - pinWorkers: pin worker i (1-based; the caller is 0) to the i-th CPU of the process's
     ///     affinity mask, modulo its size. Linux only; the calling thread is left alone.
     ///   - spinMicroseconds: how long an idle worker spins before it blocks.
-    public init(threads: Int, pinWorkers: Bool = false, spinMicroseconds: Int = 1000) {
-        threadCount = max(1, threads)
-        state = PoolState(workers: threadCount - 1, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
+    public convenience init(threads: Int, pinWorkers: Bool = false, spinMicroseconds: Int = 1000) {
         let cpus = pinWorkers ? Affinity.allowedCPUs() : []
+        let count = max(1, threads)
+        self.init(threads: count, cpus: cpus.isEmpty ? [] : (0..<count).map { cpus[$0 % cpus.count] }, nodes: [],
+                  spinMicroseconds: spinMicroseconds)
+    }
+
+    /// A pool placed on a NUMA topology: on a multi-node topology thread i runs on the node and CPU
+    /// of `topology.placement(threads:)` (workers are pinned; the caller, thread 0, is expected to
+    /// run on node 0 and is left alone), on a single node this is the plain unpinned pool.
+    public convenience init(threads: Int, topology: NUMATopology, spinMicroseconds: Int = 1000) {
+        let count = max(1, threads)
+        let placement = topology.placement(threads: count)
+        self.init(threads: count, cpus: placement.map(\.cpu), nodes: placement.map(\.node), spinMicroseconds: spinMicroseconds)
+    }
+
+    /// `cpus`: empty, or the CPU of every thread (index 0 is the caller, not pinned).
+    private init(threads count: Int, cpus: [Int], nodes: [Int], spinMicroseconds: Int) {
+        threadCount = count
+        threadNodes = nodes
+        state = PoolState(workers: threadCount - 1, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
         for i in 0..<(threadCount - 1) {
-            let cpu = cpus.isEmpty ? nil : cpus[(i + 1) % cpus.count]
+            let cpu = cpus.isEmpty ? nil : cpus[i + 1]
             let (state, slot) = (state, state.slots[i])
             let thread = Thread {
                 if let cpu { _ = Affinity.pinCurrentThread(toCPU: cpu) }

@@ -54,7 +54,10 @@ public enum QuantAVX2 {
                 let v2 = _mm256_loadu_ps(src + 16), v3 = _mm256_loadu_ps(src + 24)
                 let m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, signMask), _mm256_and_ps(v1, signMask)),
                                       _mm256_max_ps(_mm256_and_ps(v2, signMask), _mm256_and_ps(v3, signMask)))
-                let amax = unsafeBitCast(m, to: SIMD8<Float>.self).max()
+                // Lane by lane rather than SIMD.max(): that stdlib generic would be specialized here
+                // into a weak symbol compiled for AVX2 (see the note in ElementwiseAVX2).
+                var amax = m[0]
+                for i in 1..<8 where m[i] > amax { amax = m[i] }
                 let dv = amax / 127
                 let id = _mm256_set1_ps(amax != 0 ? 127 / amax : 0)
                 // cvtps rounds with MXCSR's default mode, to nearest even; pack 32 int32 -> 32 int8.

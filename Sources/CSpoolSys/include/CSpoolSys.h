@@ -68,4 +68,8 @@ int spool_uring_wait(spool_uring *ring, unsigned long long *user_data, int *resu
 /// Like spool_uring_wait but never blocks: -EAGAIN when no completion is ready.
 int spool_uring_peek(spool_uring *ring, unsigned long long *user_data, int *result);
 
+/// 1 if the CPU has AVX-512 F/DQ/BW/VL and VNNI (plus AVX2, FMA, F16C) and the OS saves the opmask
+/// and ZMM registers (XCR0), else 0. Always 0 on non-x86_64 targets. (cpu_avx512.c)
+int spool_cpu_has_avx512_vnni(void);
+
 #endif

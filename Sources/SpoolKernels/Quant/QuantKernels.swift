@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import SpoolKernelsAVX2
+import SpoolKernelsAVX512
 #endif
 
 /// The 8-bit activation kernels: quantize a batch of activations once, then multiply it with weight
@@ -52,6 +53,13 @@ extension Kernels {
         if level != .generic {
             let args = QuantMatmulArgs(
                 w: w, rows: rows, cols: cols, qs: UnsafePointer(x.qs), d: UnsafePointer(x.d), s: UnsafePointer(x.s), y: y)
+            if level == .avx512vnni {
+                switch format {
+                case .q4_1: QuantAVX512.matmulQ4_1(args, rowRange: rowRange, tokenRange: tokenRange)
+                case .q8_0: QuantAVX512.matmulQ8_0(args, rowRange: rowRange, tokenRange: tokenRange)
+                }
+                return
+            }
             switch format {
             case .q4_1: QuantAVX2.matmulQ4_1(args, rowRange: rowRange, tokenRange: tokenRange)
             case .q8_0: QuantAVX2.matmulQ8_0(args, rowRange: rowRange, tokenRange: tokenRange)

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import SpoolRuntime
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Prefill (pp) and decode (tg) speed with medians over repetitions, like llama-bench.")
+
+    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
+    var model: String
+
+    @Option(name: [.short, .long], help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens of the prefill test (0 skips it).")
+    var promptTokens = 512
+
+    @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Tokens of the decode test (0 skips it).")
+    var generatedTokens = 128
+
+    @Option(name: [.customShort("r"), .long], help: "Repetitions of each test.")
+    var repetitions = 5
+
+    @Option(name: .long, help: "Also measure streaming-read memory bandwidth with a buffer of this many MiB (0 skips it).")
+    var bandwidth = 0
+
+    @Flag(help: "Print the report as JSON on stdout.")
+    var json = false
+
+    func validate() throws {
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        if promptTokens < 0 || generatedTokens < 0 || promptTokens + generatedTokens == 0 {
+            throw ValidationError("-p and -n must be >= 0 and not both 0")
+        }
+        if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if bandwidth < 0 { throw ValidationError("--bandwidth must be >= 0") }
+    }
+
+    func run() async throws {
+        let engine = try Engine(path: model, options: EngineOptions(threads: threads))
+        var options = BenchmarkOptions(promptTokens: promptTokens, generatedTokens: generatedTokens, repetitions: repetitions)
+        options.bandwidthBytes = bandwidth * 1024 * 1024
+        let report = try Benchmark.run(engine: engine, options: options)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
+            return
+        }
+        let mib = { (b: Int) in String(format: "%.1f MiB", Double(b) / 1048576) }
+        print("model: \(report.model) (\(mib(report.modelFileBytes)) file, \(mib(report.weightBytes)) weights)")
+        print("threads: \(report.threads), kernels: \(report.kernelLevel), repetitions: \(report.repetitions)")
+        for (name, rate) in [("pp", report.prefill), ("tg", report.decode)] {
+            guard let r = rate else { continue }
+            print(String(format: "%@%-5d %9.2f ± %.2f tok/s (median ± stddev)", name, r.tokens, r.medianTokensPerSecond, r.stddevTokensPerSecond))
+        }
+        print("peak RSS: \(mib(report.peakRSSBytes))")
+        if let bw = report.memoryBandwidth {
+            print(String(format: "read bandwidth: %.2f GB/s (%@ buffer, median)", bw.bytesPerSecond / 1e9, mib(bw.bufferBytes)))
+        }
+        if let f = report.decodeRooflineFraction {
+            print(String(format: "decode roofline: %.1f%% (weights per token x tg tok/s / bandwidth)", f * 100))
+        }
+    }
+}
