@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "spool", targets: ["spool"]),
+        .executable(name: "spool-pack", targets: ["spool-pack"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
     ],
     dependencies: [
@@ -39,6 +40,7 @@ let package = Package(
         .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
+        .target(name: "SpoolQuant", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolModel"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
         .executableTarget(
             name: "spool",
@@ -47,11 +49,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "spool-pack",
+            dependencies: [
+                "SpoolQuant", "SpoolRuntime", "SpoolTokenizer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/SpoolPack"
+        ),
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolQuantTests", dependencies: ["SpoolQuant", "SpoolFormat", "SpoolModel", "SpoolKernels"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
     ]
 )

@@ -5,6 +5,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case invalidHyperparameter(key: String, value: String, reason: String)
     case unsupportedTensorType(tensor: String, type: GGMLType)
     case format(GGUFError)
+    case spool(SpoolError)
 
     public var description: String {
         switch self {
@@ -12,6 +13,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         case let .invalidHyperparameter(key, value, reason): return "invalid hyperparameter \(key) = \(value): \(reason)"
         case let .unsupportedTensorType(t, type): return "tensor \(t) has type \(type), which this build cannot decode"
         case let .format(e): return e.description
+        case let .spool(e): return e.description
         }
     }
 }

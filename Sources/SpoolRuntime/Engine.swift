@@ -20,7 +20,7 @@ public enum EngineError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .unsupportedFile(path): return "\(path): not a GGUF file (expected the magic bytes GGUF)"
+        case let .unsupportedFile(path): return "\(path): not a GGUF or .spool file"
         case let .load(path, reason): return "\(path): \(reason)"
         }
     }
@@ -41,12 +41,19 @@ public final class Engine {
         let t0 = Date()
         self.path = path
         self.options = options
-        let gguf: GGUFFile
         do {
-            gguf = try GGUFFile(path: path)
-            model = try ModelRegistry.load(gguf: gguf)
-            tokenizer = try BPETokenizer(gguf: gguf)
-            chatTemplate = try gguf.string("tokenizer.chat_template")
+            // The first bytes decide the format: .spool (packed by spool-pack) or GGUF.
+            if SpoolFile.hasMagic(path: path) {
+                let spool = try SpoolFile(path: path)
+                model = try ModelRegistry.load(spool: spool)
+                tokenizer = try BPETokenizer(TokenizerVocabulary(spool: spool.header.tokenizer))
+                chatTemplate = spool.header.chatTemplate
+            } else {
+                let gguf = try GGUFFile(path: path)
+                model = try ModelRegistry.load(gguf: gguf)
+                tokenizer = try BPETokenizer(gguf: gguf)
+                chatTemplate = try gguf.string("tokenizer.chat_template")
+            }
         } catch let e as CustomStringConvertible & Error {
             throw EngineError.load(path: path, reason: e.description)
         }
