@@ -55,40 +55,57 @@ public struct GPTQOptions: Sendable {
 /// error over the columns not yet quantized, weighted by the inverse Hessian, so the layer's
 /// output on the calibration inputs changes as little as possible.
 public enum GPTQ {
-    public static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, hessian: [Float], spec: QuantSpec,
-                                options: GPTQOptions = GPTQOptions(), pool: ThreadPool, name: String = "") throws(QuantError) -> QuantizedMatrix {
-        guard cols % spec.group == 0 else { throw .columnsNotWholeGroups(tensor: name, cols: cols, group: spec.group) }
-        let g = spec.group, maxQ = spec.maxQ
-        var h = hessian
-        var w = Array(UnsafeBufferPointer(start: weights, count: rows * cols))
+    /// What GPTQ derives from a Hessian alone: the column order and the upper Cholesky factor of
+    /// the damped inverse Hessian in that order. Linear layers that share an input (q/k/v,
+    /// gate/up) share one.
+    public struct Factor: Sendable {
+        public let cols: Int
+        /// Processing position -> original column.
+        public let perm: [Int]
+        /// (cols, cols) upper triangular, Uᵀ U = (H + λI)⁻¹ in `perm` order.
+        public let u: [Float]
+    }
 
+    public static func factor(hessian: [Float], cols: Int, options: GPTQOptions = GPTQOptions(), name: String = "") throws(QuantError) -> Factor {
+        var h = hessian
         // Dead inputs (never active in calibration): their weights cannot matter; keep H invertible.
-        for i in 0..<cols where h[i * cols + i] == 0 {
-            h[i * cols + i] = 1
-        }
+        for i in 0..<cols where h[i * cols + i] == 0 { h[i * cols + i] = 1 }
         // Column order: natural, or by decreasing H diagonal (act-order).
         var perm = Array(0..<cols)
         if options.actOrder {
             perm.sort { h[$0 * cols + $0] > h[$1 * cols + $1] }
-            var hp = h, wp = w
+            var hp = h
             for i in 0..<cols { for j in 0..<cols { hp[i * cols + j] = h[perm[i] * cols + perm[j]] } }
-            for r in 0..<rows { for i in 0..<cols { wp[r * cols + i] = w[r * cols + perm[i]] } }
             h = hp
-            w = wp
         }
         var meanDiag: Float = 0
         for i in 0..<cols { meanDiag += h[i * cols + i] }
         meanDiag /= Float(cols)
-        var u: [Float]? = nil
         var damping = options.damping
         for _ in 0..<6 {
             var hd = h
             for i in 0..<cols { hd[i * cols + i] += damping * meanDiag }
-            u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols)
-            if u != nil { break }
+            if let u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols) { return Factor(cols: cols, perm: perm, u: u) }
+            // Not positive definite in float32: damp harder, as GPTQ implementations do.
             damping *= 10
         }
-        guard let u else { throw .hessianNotPositiveDefinite(tensor: name) }
+        throw .hessianNotPositiveDefinite(tensor: name)
+    }
+
+    public static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, hessian: [Float], spec: QuantSpec,
+                                options: GPTQOptions = GPTQOptions(), pool: ThreadPool, name: String = "") throws(QuantError) -> QuantizedMatrix {
+        try quantize(weights, rows: rows, cols: cols, factor: factor(hessian: hessian, cols: cols, options: options, name: name),
+                     spec: spec, options: options, pool: pool, name: name)
+    }
+
+    public static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, factor: Factor, spec: QuantSpec,
+                                options: GPTQOptions = GPTQOptions(), pool: ThreadPool, name: String = "") throws(QuantError) -> QuantizedMatrix {
+        guard cols % spec.group == 0 else { throw .columnsNotWholeGroups(tensor: name, cols: cols, group: spec.group) }
+        let g = spec.group, maxQ = spec.maxQ
+        let perm = factor.perm, u = factor.u
+        // W in processing order.
+        var w = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows { for i in 0..<cols { w[r * cols + i] = weights[r * cols + perm[i]] } }
 
         var out = QuantizedMatrix(rows: rows, cols: cols, spec: spec)
         let gpr = cols / g
@@ -161,19 +178,21 @@ public enum GPTQ {
 
 /// Output-space error of a quantized matrix on the calibration distribution:
 /// tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), i.e. ‖ΔW x‖² / ‖W x‖² averaged over the calibration inputs.
-public func relativeOutputError(original w: UnsafePointer<Float>, quantized: [Float], rows: Int, cols: Int, hessian h: [Float]) -> Double {
-    var num = 0.0, den = 0.0
-    var dw = [Float](repeating: 0, count: cols), hv = [Float](repeating: 0, count: cols)
-    h.withUnsafeBufferPointer { hb in
-        for r in 0..<rows {
-            for c in 0..<cols { dw[c] = w[r * cols + c] - quantized[r * cols + c] }
-            dw.withUnsafeBufferPointer { d in
-                for c in 0..<cols { hv[c] = LinearAlgebra.dot(hb.baseAddress! + c * cols, d.baseAddress!, cols) }
-                num += Double(LinearAlgebra.dot(hv, d.baseAddress!, cols))
-                for c in 0..<cols { hv[c] = LinearAlgebra.dot(hb.baseAddress! + c * cols, w + r * cols, cols) }
-                den += Double(LinearAlgebra.dot(hv, w + r * cols, cols))
-            }
+public func relativeOutputError(original w: UnsafePointer<Float>, quantized: [Float], rows: Int, cols: Int, hessian h: [Float],
+                                pool: ThreadPool = ThreadPool(threads: 1)) -> Double {
+    var dw = [Float](repeating: 0, count: rows * cols)
+    for i in 0..<(rows * cols) { dw[i] = w[i] - quantized[i] }
+    // Rows of M H for M = ΔW and M = W (H is symmetric, so matmul's x·Hᵀ is x·H).
+    func quadratic(_ m: UnsafePointer<Float>) -> Double {
+        var mh = [Float](repeating: 0, count: rows * cols)
+        h.withUnsafeBufferPointer { hb in
+            mh.withUnsafeMutableBufferPointer { Kernels.matmul(hb.baseAddress!, rows: cols, cols: cols, m, tokens: rows, into: $0.baseAddress!, pool: pool) }
         }
+        var total = 0.0
+        mh.withUnsafeBufferPointer { p in for r in 0..<rows { total += Double(LinearAlgebra.dot(p.baseAddress! + r * cols, m + r * cols, cols)) } }
+        return total
     }
+    let num = dw.withUnsafeBufferPointer { quadratic($0.baseAddress!) }
+    let den = quadratic(w)
     return den > 0 ? num / den : 0
 }

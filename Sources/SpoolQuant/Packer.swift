@@ -13,6 +13,8 @@ public struct PackOptions: Sendable {
     /// Bits per tensor overriding `spec.bits`: "embed" (token_embd), "output" (the LM head; the
     /// embedding too when they are tied), or any substring of a tensor name ("ffn_down", "attn_v").
     public var keep: [String: Int]
+    /// Group size overrides, keyed like `keep` (e.g. the embedding at 4 bits in groups of 32).
+    public var keepGroup: [String: Int] = [:]
     public var gptq: GPTQOptions
     /// Tokens per calibration sequence.
     public var sequenceLength: Int
@@ -25,19 +27,22 @@ public struct PackOptions: Sendable {
         self.sequenceLength = sequenceLength
     }
 
-    /// Bits for tensor `name` (`tied`: the embedding doubles as the LM head).
-    func bits(for name: String, tied: Bool) -> Int {
-        var b: Int? = nil
-        for (key, v) in keep {
-            let hit: Bool
-            switch key {
-            case "embed": hit = name.hasPrefix("token_embd")
-            case "output": hit = name.hasPrefix("output.") || (tied && name.hasPrefix("token_embd"))
-            default: hit = name.contains(key)
-            }
-            if hit { b = max(b ?? 0, v) }
+    static func matches(_ key: String, _ name: String, tied: Bool) -> Bool {
+        switch key {
+        case "embed": return name.hasPrefix("token_embd")
+        case "output": return name.hasPrefix("output.") || (tied && name.hasPrefix("token_embd"))
+        default: return name.contains(key)
         }
-        return b ?? spec.bits
+    }
+
+    /// Bits for tensor `name` (`tied`: the embedding doubles as the LM head); the largest override wins.
+    func bits(for name: String, tied: Bool) -> Int {
+        keep.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).max() ?? spec.bits
+    }
+
+    /// Group size for tensor `name`; the smallest override wins.
+    func group(for name: String, tied: Bool) -> Int {
+        keepGroup.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).min() ?? spec.group
     }
 }
 
@@ -89,7 +94,8 @@ public final class Packer {
 
     func plannedTensor(_ name: String, _ shape: [Int]) -> SpoolTensor {
         if shape.count == 1 { return SpoolTensor(name: name, shape: shape, bits: QuantLayout.floatBits, group: 0) }
-        return SpoolTensor(name: name, shape: shape, bits: options.bits(for: name, tied: tied), group: options.spec.group)
+        let bits = options.bits(for: name, tied: tied)
+        return SpoolTensor(name: name, shape: shape, bits: bits, group: bits == QuantLayout.floatBits ? 0 : options.group(for: name, tied: tied))
     }
 
     public func plan() -> [SpoolExtentPlan] {
@@ -117,7 +123,7 @@ public final class Packer {
         return withExtendedLifetime(w) { Array(UnsafeBufferPointer(start: w.pointer, count: w.rows * w.cols)) }
     }
 
-    func encode(_ name: String, _ w: DenseWeight, bits: Int, hessian: [Float]?) throws -> (bytes: [UInt8], dequantized: [Float], error: Double) {
+    func encode(_ name: String, _ w: DenseWeight, bits: Int, hessian: [Float]?, factor: GPTQ.Factor? = nil) throws -> (bytes: [UInt8], dequantized: [Float], error: Double) {
         if bits == QuantLayout.floatBits {
             let n = w.rows * w.cols
             var out = [UInt8](repeating: 0, count: n * 4)
@@ -126,17 +132,17 @@ public final class Packer {
             }
             return (out, Array(UnsafeBufferPointer(start: w.pointer, count: n)), 0)
         }
-        let spec = try QuantSpec(bits: bits, group: options.spec.group)
+        let spec = try QuantSpec(bits: bits, group: options.group(for: name, tied: tied))
         let q: QuantizedMatrix
-        if let hessian, options.method == .gptq {
-            q = try GPTQ.quantize(w.pointer, rows: w.rows, cols: w.cols, hessian: hessian, spec: spec, options: options.gptq, pool: pool, name: name)
+        if let factor, options.method == .gptq {
+            q = try GPTQ.quantize(w.pointer, rows: w.rows, cols: w.cols, factor: factor, spec: spec, options: options.gptq, pool: pool, name: name)
         } else {
             q = try RTN.quantize(w.pointer, rows: w.rows, cols: w.cols, spec: spec, name: name)
         }
         let dq = q.dequantized()
         let err: Double
         if let hessian {
-            err = relativeOutputError(original: w.pointer, quantized: dq, rows: w.rows, cols: w.cols, hessian: hessian)
+            err = relativeOutputError(original: w.pointer, quantized: dq, rows: w.rows, cols: w.cols, hessian: hessian, pool: pool)
         } else {
             var num = 0.0, den = 0.0
             for i in 0..<dq.count { let d = Double(w.pointer[i] - dq[i]); num += d * d; den += Double(w.pointer[i] * w.pointer[i]) }
@@ -217,10 +223,15 @@ public final class Packer {
             var bytes: [String: [UInt8]] = [:]
             var quantized: [String: DenseWeight] = [:]
             var errors: [(String, Double)] = []
+            var factors: [LinearInput: GPTQ.Factor] = [:]
             for s in stems {
                 let name = p + s + ".weight"
                 let bits = options.bits(for: name, tied: tied)
-                let r = try encode(name, w[s]!, bits: bits, hessian: hessians[input(of: s)]?.matrix)
+                let hessian = hessians[input(of: s)]?.matrix
+                if let hessian, factors[input(of: s)] == nil, bits != QuantLayout.floatBits {
+                    factors[input(of: s)] = try GPTQ.factor(hessian: hessian, cols: w[s]!.cols, options: options.gptq, name: name)
+                }
+                let r = try encode(name, w[s]!, bits: bits, hessian: hessian, factor: factors[input(of: s)])
                 bytes[s] = r.bytes
                 quantized[s] = Self.dense(w[s]!.rows, w[s]!.cols, r.dequantized)
                 errors.append((s, r.error))

@@ -2,7 +2,7 @@ import ArgumentParser
 import SpoolRuntime
 
 struct ModelOptions: ParsableArguments {
-    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
+    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf or .spool).")
     var model: String
 
     @Option(name: [.short, .long], help: "Worker threads (default: all cores).")

@@ -38,7 +38,7 @@ struct SpoolPack: ParsableCommand {
     @Option(name: .customLong("seq-len"), help: "Tokens per calibration sequence.")
     var seqLen = 512
 
-    @Option(help: "Per-tensor bits, e.g. embed=8,output=8,ffn_down=6 (embed, output, or a tensor-name substring).")
+    @Option(help: "Per-tensor bits and optional group, e.g. embed=8,output=8,ffn_down=4/32 (embed, output, or a tensor-name substring; 32 = float).")
     var keep: String?
 
     @Flag(name: .customLong("act-order"), help: "GPTQ: quantize columns in order of decreasing Hessian diagonal.")
@@ -61,17 +61,25 @@ struct SpoolPack: ParsableCommand {
         _ = try parseKeep()
     }
 
-    func parseKeep() throws -> [String: Int] {
-        guard let keep, !keep.isEmpty else { return [:] }
-        var out: [String: Int] = [:]
+    /// NAME=BITS or NAME=BITS/GROUP items.
+    func parseKeep() throws -> (bits: [String: Int], groups: [String: Int]) {
+        guard let keep, !keep.isEmpty else { return ([:], [:]) }
+        var bits: [String: Int] = [:], groups: [String: Int] = [:]
         for item in keep.split(separator: ",") {
             let kv = item.split(separator: "=")
-            guard kv.count == 2, let b = Int(kv[1]), b == 32 || QuantLayout.supportedBits.contains(b) else {
-                throw ValidationError("--keep item '\(item)' must be NAME=BITS with BITS in 2, 3, 4, 8 or 32")
+            let spec = kv.count == 2 ? kv[1].split(separator: "/") : []
+            guard (1...2).contains(spec.count), let b = Int(spec[0]), b == QuantLayout.floatBits || QuantLayout.supportedBits.contains(b) else {
+                throw ValidationError("--keep item '\(item)' must be NAME=BITS or NAME=BITS/GROUP with BITS in 2, 3, 4, 8 or 32")
             }
-            out[String(kv[0])] = b
+            bits[String(kv[0])] = b
+            if spec.count == 2 {
+                guard let g = Int(spec[1]), QuantLayout.supportedGroups.contains(g) else {
+                    throw ValidationError("--keep item '\(item)': group must be 32, 64 or 128")
+                }
+                groups[String(kv[0])] = g
+            }
         }
-        return out
+        return (bits, groups)
     }
 
     func run() throws {
@@ -81,8 +89,10 @@ struct SpoolPack: ParsableCommand {
         let tokenizerInfo = try SpoolTokenizerInfo(gguf: gguf)
         let tokenizer = try BPETokenizer(TokenizerVocabulary(spool: tokenizerInfo))
         let m = PackMethod(rawValue: method)!
-        let options = PackOptions(spec: try QuantSpec(bits: bits, group: group), method: m, keep: try parseKeep(),
+        let keepItems = try parseKeep()
+        var options = PackOptions(spec: try QuantSpec(bits: bits, group: group), method: m, keep: keepItems.bits,
                                   gptq: GPTQOptions(damping: damp, actOrder: actOrder), sequenceLength: seqLen)
+        options.keepGroup = keepItems.groups
         let packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
@@ -103,7 +113,7 @@ struct SpoolPack: ParsableCommand {
             }
             stderrLine("calibration: \(sequences.count) sequences, \(sequences.reduce(0) { $0 + $1.count }) tokens from \(source)")
         }
-        let quant = SpoolQuantization(method: method, bits: bits, group: group, overrides: try parseKeep(), calibration: m == .gptq ? source : nil,
+        let quant = SpoolQuantization(method: method, bits: bits, group: group, overrides: keepItems.bits, calibration: m == .gptq ? source : nil,
                                       calibrationTokens: m == .gptq ? sequences.reduce(0) { $0 + $1.count } : nil,
                                       actOrder: actOrder, damping: m == .gptq ? Double(damp) : nil,
                                       source: (input as NSString).lastPathComponent)
