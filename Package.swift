@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolQuantTests", dependencies: ["SpoolQuant", "SpoolFormat", "SpoolModel", "SpoolKernels"]),
+        .testTarget(name: "SpoolQuantTests", dependencies: ["SpoolQuant", "SpoolFormat", "SpoolModel", "SpoolKernels", "SpoolRuntime", "SpoolTokenizer"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolTestSupport"]),
     ]
 )
