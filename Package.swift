@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "SpoolKernels", dependencies: ["CSpoolSys", "SpoolKernelsAVX2"]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
-        .target(name: "SpoolQuant", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolModel"]),
+        .target(name: "SpoolQuant", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolModel", "SpoolRuntime"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels"]),
         .executableTarget(
             name: "spool",

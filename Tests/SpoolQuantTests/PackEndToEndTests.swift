@@ -121,6 +121,22 @@ final class PackEndToEndTests: XCTestCase {
         let ge = try err(g3), re = try err(r3)
         XCTAssertLessThan(ge, re, "GPTQ 3-bit logit error \(ge) vs RTN \(re)")
 
+        // Self-generated calibration: BOS-led sequences of the requested length, in the vocabulary,
+        // reproducible from the seed.
+        let gen = try CalibrationText.selfGenerated(engine: source, total: 64, length: 32, seed: 7)
+        XCTAssertEqual(gen.count, 2)
+        for s in gen {
+            XCTAssertEqual(s.count, 32)
+            XCTAssertEqual(s.first, 256)
+            XCTAssertTrue(s.allSatisfy { (0..<257).contains($0) })
+        }
+        XCTAssertEqual(try CalibrationText.selfGenerated(engine: source, total: 64, length: 32, seed: 7), gen)
+        let stream: [Int32] = (0..<100).map { Int32($0) }
+        let windows = CalibrationText.windows(of: stream, bos: 256, total: 60, length: 20)
+        let starts: [Int32] = [0, 40, 80]
+        let expected: [[Int32]] = starts.map { s in [Int32(256)] + (s..<(s + 19)).map { $0 } }
+        XCTAssertEqual(windows, expected)
+
         // A damaged layer is refused at load with the tensor named.
         var bytes = try Data(contentsOf: URL(fileURLWithPath: rtn8))
         let f = try SpoolFile(path: rtn8)

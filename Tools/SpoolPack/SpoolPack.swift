@@ -103,12 +103,15 @@ struct SpoolPack: ParsableCommand {
         if m == .gptq {
             if let calib {
                 guard let data = FileManager.default.contents(atPath: calib) else { throw ValidationError("cannot read \(calib)") }
-                sequences = Calibration.windows(of: tokenizer.encode(String(decoding: data, as: UTF8.self), addSpecial: false, parseSpecial: false),
+                sequences = CalibrationText.windows(of: tokenizer.encode(String(decoding: data, as: UTF8.self), addSpecial: false, parseSpecial: false),
                                                 bos: tokenizer.addsBOS ? tokenizer.bosID : nil, total: calibTokens, length: seqLen)
                 source = (calib as NSString).lastPathComponent
             } else {
                 stderrLine("no --calib file: sampling calibration text from the float model")
-                sequences = try Calibration.selfGenerated(modelPath: input, threads: pool.threadCount, total: calibTokens, length: seqLen, seed: seed)
+                let engine = try Engine(path: input, options: EngineOptions(threads: pool.threadCount))
+                sequences = try CalibrationText.selfGenerated(engine: engine, total: calibTokens, length: seqLen, seed: seed) { done, total in
+                    FileHandle.standardError.write(Data("\r\u{1B}[Kcalibration text: \(done)/\(total) sequences".utf8))
+                }
                 source = "self-generated"
             }
             stderrLine("calibration: \(sequences.count) sequences, \(sequences.reduce(0) { $0 + $1.count }) tokens from \(source)")

@@ -1,10 +1,11 @@
 import Foundation
 import SpoolRuntime
 
-enum Calibration {
+/// Where GPTQ's calibration tokens come from: a text file, or the model itself.
+public enum CalibrationText {
     /// `total / length` windows spread evenly over the token stream, each starting with BOS when
     /// the model adds one (as the perplexity protocol does).
-    static func windows(of tokens: [Int32], bos: Int32?, total: Int, length: Int) -> [[Int32]] {
+    public static func windows(of tokens: [Int32], bos: Int32?, total: Int, length: Int) -> [[Int32]] {
         let body = bos == nil ? length : length - 1
         guard tokens.count >= body else { return tokens.isEmpty ? [] : [(bos.map { [$0] } ?? []) + tokens] }
         let count = max(1, min(total / length, tokens.count / body))
@@ -17,8 +18,7 @@ enum Calibration {
 
     /// Sequences sampled from the float model itself, starting from BOS (temperature 1, top-k 0,
     /// so the text follows the model's own distribution): packing needs no dataset.
-    static func selfGenerated(modelPath: String, threads: Int, total: Int, length: Int, seed: UInt64) throws -> [[Int32]] {
-        let engine = try Engine(path: modelPath, options: EngineOptions(threads: threads))
+    public static func selfGenerated(engine: Engine, total: Int, length: Int, seed: UInt64, progress: (Int, Int) -> Void = { _, _ in }) throws -> [[Int32]] {
         let bos = engine.tokenizer.bosID ?? 0
         var params = SamplingParameters()
         params.temperature = 1.0
@@ -39,7 +39,7 @@ enum Calibration {
                 if r.tokens.isEmpty { break }
             }
             out.append(seq)
-            FileHandle.standardError.write(Data("\r\u{1B}[Kcalibration text: \(i + 1)/\(total / length) sequences".utf8))
+            progress(i + 1, max(1, total / length))
         }
         return out
     }
