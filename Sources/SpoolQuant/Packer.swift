@@ -164,18 +164,20 @@ public final class Packer {
         let totalSteps = c.layers + 2
         var step = 0
 
-        // Token embedding (and LM head when tied): round-to-nearest; its rows are looked up, and the
-        // LM head's input is the final hidden state, which the layer-by-layer pass never reaches.
+        // Token embedding. With GPTQ it is quantized last when it doubles as the LM head (tied):
+        // the final hidden states give the head's Hessian. Otherwise round-to-nearest, now.
+        let gptq = options.method == .gptq && !calibration.isEmpty
         progress(step, totalSteps, "token_embd")
         let embd = try floats("token_embd.weight")
         let embBits = plan[0].tensors[0].bits
-        let e = try encode("token_embd.weight", embd, bits: embBits, hessian: nil)
-        try writer.writeExtent(0, tensors: [e.bytes])
-        log(String(format: "token_embd: %d-bit, relative weight error %.2e", embBits, e.error))
+        if !(gptq && tied) {
+            let e = try encode("token_embd.weight", embd, bits: embBits, hessian: nil)
+            try writer.writeExtent(0, tensors: [e.bytes])
+            log(String(format: "token_embd: %d-bit, relative weight error %.2e", embBits, e.error))
+        }
         step += 1
 
         // Hidden states of every calibration sequence at the current layer's input.
-        let gptq = options.method == .gptq && !calibration.isEmpty
         let seqs = gptq ? calibration : []
         var hidden: [[Float]] = seqs.map { s in
             var x = [Float](repeating: 0, count: s.count * c.dim)
@@ -268,17 +270,37 @@ public final class Packer {
             log(Self.describe(report))
             step += 1
         }
-        hidden = []
-
         progress(step, totalSteps, "output")
-        let onBytes = try vector("output_norm.weight").flatMap { f in withUnsafeBytes(of: f.bitPattern.littleEndian) { Array($0) } }
+        let outputNorm = try vector("output_norm.weight")
+        let onBytes = outputNorm.flatMap { f in withUnsafeBytes(of: f.bitPattern.littleEndian) { Array($0) } }
         try writer.writeExtent(1 + c.layers, tensors: [onBytes])
-        if !tied {
+        // The LM head's input: the final hidden states after the output norm.
+        var headHessian: [Float]? = nil
+        if gptq {
+            let acc = HessianAccumulator(cols: c.dim)
+            for s in hidden.indices {
+                let n = seqs[s].count
+                var normed = [Float](repeating: 0, count: n * c.dim)
+                hidden[s].withUnsafeBufferPointer { h in
+                    normed.withUnsafeMutableBufferPointer { Kernels.rmsNorm(h.baseAddress!, weight: outputNorm, n: c.dim, tokens: n, eps: c.normEps, into: $0.baseAddress!) }
+                }
+                acc.add(normed, tokens: n, pool: pool)
+            }
+            headHessian = acc.matrix
+        }
+        hidden = []
+        func head(_ name: String, _ w: DenseWeight, bits: Int) throws -> [UInt8] {
+            let factor = try headHessian.map { try GPTQ.factor(hessian: $0, cols: c.dim, options: options.gptq, name: name) }
+            let r = try encode(name, w, bits: bits, hessian: headHessian, factor: bits == QuantLayout.floatBits ? nil : factor)
+            log(String(format: "%@: %d-bit%@, relative %@ error %.2e", name, bits, headHessian == nil ? "" : " GPTQ as LM head",
+                       headHessian == nil ? "weight" : "output", r.error))
+            return r.bytes
+        }
+        if tied {
+            if gptq { try writer.writeExtent(0, tensors: [try head("token_embd.weight", embd, bits: embBits)]) }
+        } else {
             let out = try floats("output.weight")
-            let bits = plan[2 + c.layers].tensors[0].bits
-            let r = try encode("output.weight", out, bits: bits, hessian: nil)
-            try writer.writeExtent(2 + c.layers, tensors: [r.bytes])
-            log(String(format: "output: %d-bit, relative weight error %.2e", bits, r.error))
+            try writer.writeExtent(2 + c.layers, tensors: [try head("output.weight", out, bits: plan[2 + c.layers].tensors[0].bits)])
         }
         try writer.finish()
         progress(totalSteps, totalSteps, "done")
