@@ -15,6 +15,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "spool", targets: ["spool"]),
+        .executable(name: "spool-pack", targets: ["spool-pack"]),
         .library(name: "SpoolRuntime", targets: ["SpoolRuntime"]),
         .executable(name: "spool-make-model", targets: ["spool-make-model"]),
         .executable(name: "spool-io-bench", targets: ["spool-io-bench"]),
@@ -67,6 +68,7 @@ let package = Package(
             ]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
+        .target(name: "SpoolQuant", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolModel", "SpoolRuntime"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),
         // The OpenAI-compatible HTTP server (spool serve): a Hummingbird front over one compute thread.
         .target(
@@ -99,6 +101,14 @@ let package = Package(
             dependencies: ["SpoolIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tools/IOBench"
         ),
+        .executableTarget(
+            name: "spool-pack",
+            dependencies: [
+                "SpoolQuant", "SpoolRuntime", "SpoolTokenizer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/SpoolPack"
+        ),
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
@@ -107,5 +117,6 @@ let package = Package(
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport"]),
         .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
         .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolQuantTests", dependencies: ["SpoolQuant", "SpoolFormat", "SpoolModel", "SpoolKernels", "SpoolRuntime", "SpoolTokenizer"]),
     ]
 )

@@ -6,6 +6,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case unsupportedTensorType(tensor: String, type: GGMLType)
     case format(GGUFError)
     case invalidTensorData(tensor: String, reason: String)
+    case spool(SpoolError)
 
     public var description: String {
         switch self {
@@ -14,6 +15,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         case let .unsupportedTensorType(t, type): return "tensor \(t) has type \(type), which this build cannot decode"
         case let .format(e): return e.description
         case let .invalidTensorData(t, reason): return "tensor \(t): \(reason)"
+        case let .spool(e): return e.description
         }
     }
 }

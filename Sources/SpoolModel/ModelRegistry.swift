@@ -19,4 +19,11 @@ public enum ModelRegistry {
         guard let loader = loaders[arch] else { throw .unsupportedArchitecture(arch) }
         return try loader(gguf, residentLayers)
     }
+
+    /// Builds the model stored in a .spool file.
+    public static func load(spool: SpoolFile) throws(ModelError) -> LanguageModel {
+        let arch = spool.header.architecture
+        guard arch == "llama" else { throw .unsupportedArchitecture(arch) }
+        return try LlamaModel(spool: spool)
+    }
 }

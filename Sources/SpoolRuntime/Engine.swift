@@ -28,7 +28,7 @@ public enum EngineError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .unsupportedFile(path): return "\(path): not a GGUF file (expected the magic bytes GGUF)"
+        case let .unsupportedFile(path): return "\(path): not a GGUF or .spool file"
         case let .load(path, reason): return "\(path): \(reason)"
         }
     }
@@ -53,12 +53,22 @@ public final class Engine {
         let t0 = Date()
         self.path = path
         self.options = options
-        let gguf: GGUFFile
         do {
-            gguf = try GGUFFile(path: path)
-            model = try ModelRegistry.load(gguf: gguf, residentLayers: options.streaming == nil)
-            tokenizer = try BPETokenizer(gguf: gguf)
-            chatTemplate = try gguf.string("tokenizer.chat_template")
+            // The first bytes decide the format: .spool (packed by spool-pack) or GGUF.
+            if SpoolFile.hasMagic(path: path) {
+                guard options.streaming == nil else {
+                    throw EngineError.load(path: path, reason: "streaming (--mem-budget, --profile) reads GGUF files so far; .spool streaming is not implemented yet")
+                }
+                let spool = try SpoolFile(path: path)
+                model = try ModelRegistry.load(spool: spool)
+                tokenizer = try BPETokenizer(TokenizerVocabulary(spool: spool.header.tokenizer))
+                chatTemplate = spool.header.chatTemplate
+            } else {
+                let gguf = try GGUFFile(path: path)
+                model = try ModelRegistry.load(gguf: gguf, residentLayers: options.streaming == nil)
+                tokenizer = try BPETokenizer(gguf: gguf)
+                chatTemplate = try gguf.string("tokenizer.chat_template")
+            }
             kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0))
             let loaded = model
             streamedLayers = try options.streaming.map { s in try Engine.attachStreaming(loaded, path: path, options: s) }

@@ -5,13 +5,14 @@ import SpoolFormat
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model file's metadata and tensor layout.")
 
-    @Argument(help: "Model file (.gguf).")
+    @Argument(help: "Model file (.gguf or .spool).")
     var file: String
 
     @Flag(help: "List every tensor.")
     var tensors = false
 
     func run() async throws {
+        if SpoolFile.hasMagic(path: file) { return try InspectSpool.run(path: file, listTensors: tensors) }
         let gguf = try GGUFFile(path: file)
         print("GGUF v\(gguf.version), \(gguf.metadata.count) metadata keys, \(gguf.tensors.count) tensors, alignment \(gguf.alignment), data at \(gguf.dataOffset)")
         for key in gguf.metadataKeys {

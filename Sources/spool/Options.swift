@@ -4,7 +4,7 @@ import SpoolKV
 import SpoolRuntime
 
 struct ModelOptions: ParsableArguments {
-    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
+    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf or .spool).")
     var model: String
 
     @Option(name: [.short, .long], help: "Worker threads (default: all cores).")

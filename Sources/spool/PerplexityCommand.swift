@@ -7,7 +7,7 @@ struct PerplexityCommand: AsyncParsableCommand {
         commandName: "perplexity",
         abstract: "Perplexity of a text file with llama.cpp's protocol (score the second half of each chunk).")
 
-    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
+    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf or .spool).")
     var model: String
 
     @Option(name: [.short, .long], help: "Worker threads (default: all cores).")

@@ -5,7 +5,7 @@ import SpoolRuntime
 struct Tokenize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text, like llama-tokenize.")
 
-    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
+    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf or .spool).")
     var model: String
 
     @Flag(help: "Print a JSON array of ids.")

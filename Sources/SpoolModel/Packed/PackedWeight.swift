@@ -1,0 +1,95 @@
+import SpoolFormat
+import SpoolKernels
+
+/// A group-quantized matrix used in place from a .spool tensor (see `QuantLayout`): the kernels
+/// read the packed bytes directly and never decode the whole matrix.
+///
+/// - Few tokens (decode): one packed dot product per (token, row), rows split across threads.
+/// - Many tokens (prefill, perplexity): each task decodes a small block of rows (`tileRows`) into
+///   a stack buffer and runs the float matmul kernel on it, so decoding costs once per row block
+///   for all tokens instead of once per token.
+public final class PackedWeight: LinearWeight {
+    public let rows: Int
+    public let cols: Int
+    public let bits: Int
+    public let group: Int
+    let quants: UnsafePointer<UInt8>     // (rows, cols * bits / 8)
+    let scales: UnsafeRawPointer         // (rows, cols / group, (d, m) float16)
+    let rowBytes: Int
+    /// Keeps the memory behind the pointers alive (the mapped file, or an owned buffer).
+    private let owner: AnyObject
+
+    /// From this many tokens on, the tile path is used.
+    static let tileMinTokens = 8
+    static let tileRows = 48
+
+    public init(rows: Int, cols: Int, bits: Int, group: Int, bytes: UnsafeRawBufferPointer, owner: AnyObject, name: String) throws(ModelError) {
+        guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group), bits != QuantLayout.floatBits else {
+            throw .spool(.badEncoding(tensor: name, bits: bits, group: group))
+        }
+        guard bytes.count == size, let base = bytes.baseAddress else { throw .spool(.sizeMismatch(tensor: name, expected: size, actual: bytes.count)) }
+        self.rows = rows
+        self.cols = cols
+        self.bits = bits
+        self.group = group
+        self.owner = owner
+        quants = base.assumingMemoryBound(to: UInt8.self)
+        scales = base + QuantLayout.scaleOffset(rows: rows, cols: cols, bits: bits)
+        rowBytes = QuantLayout.rowBytes(cols: cols, bits: bits)
+    }
+
+    public var byteCount: Int { rows * rowBytes + rows * (cols / group) * 4 }
+
+    @inline(__always) func rowQuants(_ r: Int) -> UnsafePointer<UInt8> { quants + r * rowBytes }
+    @inline(__always) func rowScales(_ r: Int) -> UnsafeRawPointer { scales + r * (cols / group) * 4 }
+
+    public func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        PackedDot.decodeRow(quants: rowQuants(r), scales: rowScales(r), bits: bits, group: group, cols: cols, into: out)
+    }
+
+    public func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard rows > 0, tokens > 0 else { return }
+        if tokens >= Self.tileMinTokens {
+            applyTiled(x, tokens: tokens, into: y, pool: pool)
+        } else {
+            applyDot(x, tokens: tokens, into: y, pool: pool)
+        }
+    }
+
+    /// y[t, r] through `PackedDot.simd`, or `PackedDot.reference` when `reference` is set (tests).
+    public func applyDot(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool, reference: Bool = false) {
+        let groups = cols / group
+        var sums = [Float](repeating: 0, count: tokens * groups)
+        sums.withUnsafeMutableBufferPointer { s in
+            for t in 0..<tokens { PackedDot.groupSums(x + t * cols, cols: cols, group: group, into: s.baseAddress! + t * groups) }
+        }
+        let perChunk = max(16, rows / (pool.threadCount * 4))
+        let chunks = (rows + perChunk - 1) / perChunk
+        sums.withUnsafeBufferPointer { s in
+            let sp = s.baseAddress!
+            pool.parallelFor(chunks) { c in
+                for r in (c * perChunk)..<min(rows, (c + 1) * perChunk) {
+                    let q = rowQuants(r), sc = rowScales(r)
+                    for t in 0..<tokens {
+                        y[t * rows + r] = reference
+                            ? PackedDot.reference(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
+                            : PackedDot.simd(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
+                    }
+                }
+            }
+        }
+    }
+
+    func applyTiled(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let tr = Self.tileRows
+        let tiles = (rows + tr - 1) / tr
+        pool.parallelFor(tiles) { i in
+            let r0 = i * tr, r1 = min(rows, r0 + tr)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: tr * cols) { tile in
+                let t = tile.baseAddress!
+                for r in r0..<r1 { row(r, into: t + (r - r0) * cols) }
+                Kernels.matmulRows(t, rowRange: r0..<r1, rows: rows, cols: cols, x, tokens: tokens, into: y)
+            }
+        }
+    }
+}

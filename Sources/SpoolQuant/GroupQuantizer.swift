@@ -1,0 +1,162 @@
+import SpoolFormat
+
+/// Group-wise asymmetric integer quantization: w ≈ d * q + m per group of `group` columns, with
+/// q in 0...2^bits - 1 and (d, m) stored as float16 (see `QuantLayout` for the bytes).
+public struct QuantSpec: Sendable, Equatable, CustomStringConvertible {
+    public var bits: Int
+    public var group: Int
+
+    public init(bits: Int, group: Int) throws(QuantError) {
+        guard QuantLayout.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
+        guard QuantLayout.supportedGroups.contains(group) else { throw .unsupportedGroup(group) }
+        self.bits = bits
+        self.group = group
+    }
+
+    public var maxQ: Int { (1 << bits) - 1 }
+    public var description: String { "\(bits)-bit/g\(group)" }
+}
+
+public enum QuantError: Error, Equatable, CustomStringConvertible {
+    case unsupportedBits(Int)
+    case unsupportedGroup(Int)
+    case columnsNotWholeGroups(tensor: String, cols: Int, group: Int)
+    case hessianNotPositiveDefinite(tensor: String)
+
+    public var description: String {
+        switch self {
+        case let .unsupportedBits(b): return "unsupported bit width \(b) (supported: 2, 3, 4, 8)"
+        case let .unsupportedGroup(g): return "unsupported group size \(g) (supported: 32, 64, 128)"
+        case let .columnsNotWholeGroups(t, c, g): return "tensor \(t): \(c) columns is not a multiple of the group size \(g)"
+        case let .hessianNotPositiveDefinite(t): return "tensor \(t): the Hessian stayed singular even with extra damping"
+        }
+    }
+}
+
+/// The scale and offset of one group, already rounded to float16 so quantizing and dequantizing
+/// agree with what the file stores.
+public struct GroupGrid: Sendable {
+    public var d: Float
+    public var m: Float
+
+    /// The grid for `values`: the min..max range, shrunk where that lowers the squared error (a
+    /// small search over clipping ratios, as GPTQ's "mse" option and llama.cpp's quantizers do).
+    public static func fit(_ values: UnsafePointer<Float>, count: Int, stride: Int = 1, maxQ: Int) -> GroupGrid {
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<count { let v = values[i * stride]; lo = min(lo, v); hi = max(hi, v) }
+        var best = make(lo: lo, hi: hi, maxQ: maxQ)
+        guard hi > lo else { return best }
+        var bestErr = best.error(values, count: count, stride: stride, maxQ: maxQ)
+        // Shrink the range towards zero in small steps; keep the best.
+        for step in 1...searchSteps {
+            let p = 1 - Float(step) * searchShrink
+            let g = make(lo: lo * p, hi: hi * p, maxQ: maxQ)
+            let e = g.error(values, count: count, stride: stride, maxQ: maxQ)
+            if e < bestErr { best = g; bestErr = e }
+        }
+        return best
+    }
+
+    static let searchSteps = 16
+    static let searchShrink: Float = 0.025
+
+    static func make(lo: Float, hi: Float, maxQ: Int) -> GroupGrid {
+        let d = Float(Float16((hi - lo) / Float(maxQ)))
+        let m = Float(Float16(lo))
+        return GroupGrid(d: d, m: m)
+    }
+
+    @inline(__always)
+    public func quantize(_ w: Float, maxQ: Int) -> Int {
+        guard d > 0 else { return 0 }
+        let q = ((w - m) / d).rounded()
+        return Int(min(max(q, 0), Float(maxQ)))
+    }
+
+    @inline(__always)
+    public func value(_ q: Int) -> Float { d * Float(q) + m }
+
+    func error(_ values: UnsafePointer<Float>, count: Int, stride: Int, maxQ: Int) -> Float {
+        var e: Float = 0
+        for i in 0..<count {
+            let v = values[i * stride]
+            let r = v - value(quantize(v, maxQ: maxQ))
+            e += r * r
+        }
+        return e
+    }
+}
+
+/// A quantized matrix: quants (rows, cols) one per byte plus one grid per (row, group). Kept
+/// unpacked while quantizing; `packed()` produces the file bytes.
+public struct QuantizedMatrix: Sendable {
+    public let rows: Int
+    public let cols: Int
+    public let spec: QuantSpec
+    public var q: [UInt8]            // (rows, cols)
+    public var grids: [GroupGrid]    // (rows, cols / group)
+
+    public init(rows: Int, cols: Int, spec: QuantSpec) {
+        self.rows = rows
+        self.cols = cols
+        self.spec = spec
+        q = [UInt8](repeating: 0, count: rows * cols)
+        grids = [GroupGrid](repeating: GroupGrid(d: 0, m: 0), count: rows * (cols / spec.group))
+    }
+
+    public var groupsPerRow: Int { cols / spec.group }
+
+    /// Dequantized values (rows, cols).
+    public func dequantized() -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                out[r * cols + c] = grids[r * groupsPerRow + c / spec.group].value(Int(q[r * cols + c]))
+            }
+        }
+        return out
+    }
+
+    /// The tensor's bytes in the `QuantLayout` format.
+    public func packed() -> [UInt8] {
+        let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: spec.bits, group: spec.group)!
+        var out = [UInt8](repeating: 0, count: size)
+        let chunkBytes = QuantLayout.chunkBytes(bits: spec.bits)
+        out.withUnsafeMutableBufferPointer { o in
+            q.withUnsafeBufferPointer { qb in
+                var p = 0
+                for i in stride(from: 0, to: rows * cols, by: QuantLayout.chunk) {
+                    QuantLayout.pack32(qb.baseAddress! + i, bits: spec.bits, into: o.baseAddress! + p)
+                    p += chunkBytes
+                }
+            }
+            let s = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: spec.bits)
+            let raw = UnsafeMutableRawPointer(o.baseAddress! + s)
+            for (i, g) in grids.enumerated() {
+                raw.storeBytes(of: Float16(g.d).bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt16.self)
+                raw.storeBytes(of: Float16(g.m).bitPattern.littleEndian, toByteOffset: 4 * i + 2, as: UInt16.self)
+            }
+        }
+        return out
+    }
+}
+
+/// Round-to-nearest: each group gets its own fitted grid, each value its nearest level.
+public enum RTN {
+    public static func quantize(_ w: UnsafePointer<Float>, rows: Int, cols: Int, spec: QuantSpec, name: String = "") throws(QuantError) -> QuantizedMatrix {
+        guard cols % spec.group == 0 else { throw .columnsNotWholeGroups(tensor: name, cols: cols, group: spec.group) }
+        var out = QuantizedMatrix(rows: rows, cols: cols, spec: spec)
+        let gpr = cols / spec.group
+        for r in 0..<rows {
+            for g in 0..<gpr {
+                let base = w + r * cols + g * spec.group
+                let grid = GroupGrid.fit(base, count: spec.group, maxQ: spec.maxQ)
+                out.grids[r * gpr + g] = grid
+                for i in 0..<spec.group {
+                    out.q[r * cols + g * spec.group + i] = UInt8(grid.quantize(base[i], maxQ: spec.maxQ))
+                }
+            }
+        }
+        return out
+    }
+}
