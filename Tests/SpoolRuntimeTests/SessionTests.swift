@@ -74,7 +74,7 @@ final class SessionTests: XCTestCase {
         var nll = 0.0
         for c in 0..<2 {
             let chunk = Array(all[(c * ctx)..<((c + 1) * ctx)])
-            let logits = try e.model.forward(chunk, start: 0, cache: e.model.makeCache(capacity: ctx), logits: .all, pool: e.pool)
+            let logits = try e.model.forward(chunk, start: 0, cache: e.makeCache(capacity: ctx), logits: .all, pool: e.pool)
             for j in (ctx / 2)..<(ctx - 1) {
                 let row = logits.row(j).map(Double.init)
                 let m = row.max()!
