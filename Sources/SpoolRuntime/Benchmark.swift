@@ -79,6 +79,24 @@ public struct BenchmarkReport: Codable, Sendable {
     public var memoryBandwidth: MemoryBandwidth?
     /// Bytes decode reads per token (weights) times decode tok/s, over the measured bandwidth.
     public var decodeRooflineFraction: Double?
+    /// KV cache bytes per token of context, as the engine's cache stores them.
+    public var kvBytesPerToken: Double?
+    /// With a memory budget: what streams and how fast.
+    public var streaming: StreamingReport?
+}
+
+/// Streaming figures of a benchmark run (`--mem-budget` or a profile).
+public struct StreamingReport: Codable, Sendable {
+    public var backend: String
+    public var fallbackReason: String?
+    public var residentLayers: Int
+    public var streamedLayers: Int
+    /// Bytes read from disk per decoded token (the streamed blocks' aligned extents).
+    public var bytesReadPerToken: Int
+    /// Bytes read over the time the reads were in flight, whole run.
+    public var readBytesPerSecond: Double
+    /// Fraction of the run's wall time the forward pass waited for a block to arrive.
+    public var ioWaitFraction: Double
 }
 
 public enum Benchmark {
@@ -93,7 +111,8 @@ public enum Benchmark {
         guard needed <= model.configuration.contextLength else {
             throw BenchmarkError.invalidOptions("\(needed) tokens exceed the model's context of \(model.configuration.contextLength)")
         }
-        let cache = model.makeCache(capacity: needed)
+        let cache = engine.makeCache(capacity: needed)
+        let started = ContinuousClock.now
         var rng = options.seed
         let vocab = UInt64(model.configuration.vocabSize)
         func randomTokens(_ n: Int) -> [Int32] {
@@ -137,6 +156,17 @@ public enum Benchmark {
             model: engine.path, modelFileBytes: fileBytes, weightBytes: model.weightBytes,
             threads: engine.pool.threadCount, kernelLevel: KernelLevel.selected.rawValue,
             prefill: prefill, decode: decode, peakRSSBytes: peakRSSBytes(), repetitions: options.repetitions)
+        report.kvBytesPerToken = cache.bytesPerToken
+        if let layers = engine.streamedLayers {
+            let stats = layers.stats
+            let elapsed = ContinuousClock.now - started
+            let ns = UInt64(elapsed.components.seconds) * 1_000_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000)
+            report.streaming = StreamingReport(
+                backend: layers.backend.rawValue, fallbackReason: layers.fallbackReason,
+                residentLayers: layers.plan.resident.count, streamedLayers: layers.plan.streamed.count,
+                bytesReadPerToken: layers.plan.streamedBytesPerToken, readBytesPerSecond: stats.achievedBandwidth,
+                ioWaitFraction: stats.waitFraction(elapsedNanoseconds: ns))
+        }
         if options.bandwidthBytes > 0 {
             // After the peak RSS reading: the probe buffer is not part of the model's footprint.
             let bw = MemoryBandwidth.measure(pool: engine.pool, bytes: options.bandwidthBytes, repetitions: options.repetitions)

@@ -6,11 +6,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Prefill (pp) and decode (tg) speed with medians over repetitions, like llama-bench.")
 
-    @Option(name: [.customShort("m"), .long], help: "Model file (.gguf).")
-    var model: String
-
-    @Option(name: [.short, .long], help: "Worker threads (default: all cores).")
-    var threads: Int?
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens of the prefill test (0 skips it).")
     var promptTokens = 512
@@ -28,7 +24,6 @@ struct Bench: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if promptTokens < 0 || generatedTokens < 0 || promptTokens + generatedTokens == 0 {
             throw ValidationError("-p and -n must be >= 0 and not both 0")
         }
@@ -37,7 +32,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let engine = try Engine(path: model, options: EngineOptions(threads: threads))
+        let engine = try modelOptions.loadEngine()
         var options = BenchmarkOptions(promptTokens: promptTokens, generatedTokens: generatedTokens, repetitions: repetitions)
         options.bandwidthBytes = bandwidth * 1024 * 1024
         let report = try Benchmark.run(engine: engine, options: options)
@@ -55,6 +50,11 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "%@%-5d %9.2f ± %.2f tok/s (median ± stddev)", name, r.tokens, r.medianTokensPerSecond, r.stddevTokensPerSecond))
         }
         print("peak RSS: \(mib(report.peakRSSBytes))")
+        if let kv = report.kvBytesPerToken { print(String(format: "kv cache: %.0f bytes/token", kv)) }
+        if let s = report.streaming {
+            print(String(format: "streaming (%@): %d blocks resident, %d streamed, %@ read per token, %.2f GB/s, waiting on I/O %.0f%% of the time",
+                         s.backend, s.residentLayers, s.streamedLayers, mib(s.bytesReadPerToken), s.readBytesPerSecond / 1e9, s.ioWaitFraction * 100))
+        }
         if let bw = report.memoryBandwidth {
             print(String(format: "read bandwidth: %.2f GB/s (%@ buffer, median)", bw.bytesPerSecond / 1e9, mib(bw.bufferBytes)))
         }
