@@ -1,4 +1,5 @@
 @testable import SpoolKV
+import SpoolTestSupport
 import XCTest
 
 final class HalfAndKernelTests: XCTestCase {

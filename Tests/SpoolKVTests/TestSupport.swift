@@ -1,5 +1,6 @@
 @testable import SpoolKV
 import SpoolKernels
+import SpoolTestSupport
 import XCTest
 
 /// Error limits, named so a change to one is a visible decision.
@@ -20,28 +21,6 @@ let MAX_ATTENTION_RMS_ERROR: [Int: Float] = [
     4: 0.1,     // measured 0.064
     2: 0.45,    // measured 0.33
 ]
-
-/// Deterministic pseudo-random floats (SplitMix64), so a failure reproduces.
-struct TestRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func float(_ lo: Float, _ hi: Float) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-
-    mutating func floats(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<n).map { _ in float(lo, hi) }
-    }
-}
 
 /// Keys and values shaped like real ones: every channel has its own offset and scale (keys have a
 /// few large-magnitude channels, as post-RoPE LLM keys do), values are plain noise.

@@ -1,4 +1,5 @@
 import SpoolKernels
+import SpoolTestSupport
 import XCTest
 
 /// Attention loops vs the double-precision reference: error relative to sum_i |a_i b_i| of each

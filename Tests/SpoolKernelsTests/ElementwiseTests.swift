@@ -1,5 +1,6 @@
 import Foundation
 import SpoolKernels
+import SpoolTestSupport
 import XCTest
 #if arch(x86_64)
 import SpoolKernelsAVX2

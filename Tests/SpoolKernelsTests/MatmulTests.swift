@@ -1,4 +1,5 @@
 import SpoolKernels
+import SpoolTestSupport
 import XCTest
 #if arch(x86_64)
 import SpoolKernelsAVX2

@@ -1,4 +1,5 @@
 import SpoolKernels
+import SpoolTestSupport
 import XCTest
 
 /// Integer kernels vs the float math they stand for: the quantized activations must reconstruct x

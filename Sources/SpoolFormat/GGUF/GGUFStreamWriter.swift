@@ -145,8 +145,11 @@ public final class GGUFStreamWriter {
         staging.removeAll(keepingCapacity: true)
     }
 
+    /// The GGUF v3 header (metadata and tensor infos, data offsets laid out at `alignment`), padded
+    /// to `alignment`. Returns the byte offset of each tensor's info record. `GGUFWriter` uses it too.
+    @discardableResult
     static func encodeHeader(into out: inout [UInt8], metadata: [(String, GGUFValue)], tensors: [TensorSpec],
-                             byteCounts: [Int], alignment: Int) {
+                             byteCounts: [Int], alignment: Int) -> [Int] {
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
         func str(_ s: String) { u64(UInt64(s.utf8.count)); out += Array(s.utf8) }
@@ -180,7 +183,9 @@ public final class GGUFStreamWriter {
             value(v)
         }
         var offset = 0
+        var infoOffsets: [Int] = []
         for (t, bytes) in zip(tensors, byteCounts) {
+            infoOffsets.append(out.count)
             str(t.name)
             u32(UInt32(t.shape.count))
             for d in t.shape { u64(UInt64(d)) }
@@ -189,6 +194,7 @@ public final class GGUFStreamWriter {
             offset = (offset + bytes + alignment - 1) / alignment * alignment
         }
         while out.count % alignment != 0 { out.append(0) }
+        return infoOffsets
     }
 }
 

@@ -42,56 +42,16 @@ public struct GGUFWriter {
 
     public mutating func serialize() -> [UInt8] {
         var out: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-        func str(_ s: String) { u64(UInt64(s.utf8.count)); out += Array(s.utf8) }
-        func value(_ v: GGUFValue) {
-            switch v {
-            case let .uint8(x): out.append(x)
-            case let .int8(x): out.append(UInt8(bitPattern: x))
-            case let .uint16(x): withUnsafeBytes(of: x.littleEndian) { out += $0 }
-            case let .int16(x): withUnsafeBytes(of: x.littleEndian) { out += $0 }
-            case let .uint32(x): u32(x)
-            case let .int32(x): u32(UInt32(bitPattern: x))
-            case let .uint64(x): u64(x)
-            case let .int64(x): u64(UInt64(bitPattern: x))
-            case let .float32(x): u32(x.bitPattern)
-            case let .float64(x): u64(x.bitPattern)
-            case let .bool(x): out.append(x ? 1 : 0)
-            case let .string(s): str(s)
-            case let .array(t, items):
-                u32(t.rawValue)
-                u64(UInt64(items.count))
-                for item in items { value(item) }
-            }
-        }
-        out += Array("GGUF".utf8)
-        u32(3)
-        u64(UInt64(tensors.count))
-        u64(UInt64(metadata.count))
-        for (k, v) in metadata {
-            str(k)
-            u32(v.type.rawValue)
-            value(v)
-        }
-        var offset = 0
-        var offsets: [Int] = []
-        tensorInfoOffsets = []
-        for t in tensors {
-            tensorInfoOffsets.append(out.count)
-            str(t.name)
-            u32(UInt32(t.shape.count))
-            for d in t.shape { u64(UInt64(d)) }
-            u32(t.type.rawValue)
-            u64(UInt64(offset))
-            offsets.append(offset)
-            offset = (offset + t.data.count + alignment - 1) / alignment * alignment
-        }
-        while out.count % alignment != 0 { out.append(0) }
+        tensorInfoOffsets = GGUFStreamWriter.encodeHeader(
+            into: &out, metadata: metadata,
+            tensors: tensors.map { GGUFStreamWriter.TensorSpec(name: $0.name, shape: $0.shape, type: $0.type) },
+            byteCounts: tensors.map(\.data.count), alignment: alignment)
         let dataStart = out.count
-        for (t, off) in zip(tensors, offsets) {
-            while out.count < dataStart + off { out.append(0) }
+        var offset = 0
+        for t in tensors {
+            while out.count < dataStart + offset { out.append(0) }
             out += t.data
+            offset = (offset + t.data.count + alignment - 1) / alignment * alignment
         }
         return out
     }
