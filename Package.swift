@@ -47,8 +47,11 @@ let package = Package(
         // wrapped in `#if arch(x86_64)`: on aarch64 the module is empty and the warning is the only
         // effect. Nothing in this module may run before `KernelLevel` has checked cpuid.
         // (unsafeFlags are allowed because Spool is always the root package.)
+        // Arithmetic that reproduces llama.cpp's CPU results (inlinable: compiled in each caller's module).
+        .target(name: "SpoolGGMLMath"),
         .target(
             name: "SpoolKernelsAVX2",
+            dependencies: ["SpoolGGMLMath"],
             swiftSettings: [.unsafeFlags(avx2Flags)]
         ),
         // The AVX-512 VNNI kernels: same arrangement as SpoolKernelsAVX2 (every file in `#if arch(x86_64)`,
@@ -63,7 +66,7 @@ let package = Package(
         .target(
             name: "SpoolKernels",
             dependencies: [
-                "CSpoolSys", "SpoolKernelsAVX2", "SpoolKernelsAVX512",
+                "CSpoolSys", "SpoolGGMLMath", "SpoolKernelsAVX2", "SpoolKernelsAVX512",
                 .target(name: "CNuma", condition: .when(platforms: [.linux])),
             ]),
         .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),

@@ -4,9 +4,9 @@ import SpoolKernels
 /// A KV cache that stores keys and values as floats, in f32 (the exact reference every quantized
 /// cache is measured against) or f16 (llama.cpp's default cache type, `--kv-bits 16`).
 ///
-/// With f16 storage the queries are rounded to f16 before the QK dot products, as llama.cpp does
-/// when it multiplies an f16 K cache (ggml converts the other operand to the cache's type); the
-/// products are accumulated in f32.
+/// With f16 storage (and a head size that is a multiple of 16) attention is computed as llama.cpp's
+/// non-flash path computes it (`Kernels.attendHalf`): queries and probabilities rounded to f16,
+/// products accumulated in f32 lanes in ggml's order.
 public final class FloatKVCache: KVCache {
     public enum Precision: Sendable { case f32, f16 }
 
@@ -60,7 +60,8 @@ public final class FloatKVCache: KVCache {
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
             let qh = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
             let acc = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
-            defer { scores.deallocate(); qh.deallocate(); acc.deallocate() }
+            let lanes = UnsafeMutablePointer<Float>.allocate(capacity: 64 * g.headDim)
+            defer { scores.deallocate(); qh.deallocate(); acc.deallocate(); lanes.deallocate() }
             for task in range {
                 let t = task / g.queryHeads, h = task % g.queryHeads
                 let kvh = h / group
@@ -75,6 +76,12 @@ public final class FloatKVCache: KVCache {
                     Kernels.softmax(scores, n: n)
                     out.initialize(repeating: 0, count: g.headDim)
                     for j in 0..<n { Self.axpy(scores[j], vf + j * g.kvDim + head, out, g.headDim) }
+                case .f16 where g.headDim % 16 == 0:
+                    // llama.cpp's arithmetic, operation for operation (see GGMLMath).
+                    for i in 0..<g.headDim { qh[i] = Half.float(Half.bits(q[i])) }
+                    let kh = k.assumingMemoryBound(to: UInt16.self), vh = v.assumingMemoryBound(to: UInt16.self)
+                    Kernels.attendHalf(query: qh, keys: kh + head, values: vh + head, stride: g.kvDim, count: n,
+                                       dim: g.headDim, scale: scale, singleToken: tokens == 1, scores: scores, lanes: lanes, into: out)
                 case .f16:
                     for i in 0..<g.headDim { acc[i] = Half.float(Half.bits(q[i])) }
                     KVKernels.deinterleave(acc, g.headDim, into: qh)

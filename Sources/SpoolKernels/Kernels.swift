@@ -1,3 +1,5 @@
+import Foundation
+import SpoolGGMLMath
 #if arch(x86_64)
 import SpoolKernelsAVX2
 #endif
@@ -87,18 +89,13 @@ public enum Kernels {
         MatmulGeneric.matvecBlock(w, cols: cols, x, into: y, rowRange: rowRange)
     }
 
-    /// out = x / sqrt(mean(x^2) + eps) * weight, per row of n. `out` may be `x`.
+    /// out = x / sqrt(mean(x^2) + eps) * weight, per row of n. `out` may be `x`. Computed as
+    /// llama.cpp computes it (`GGMLMath.rmsNorm`) at every level: it is a small part of a token.
     public static func rmsNorm(
         _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, tokens: Int, eps: Float,
         into out: UnsafeMutablePointer<Float>, level: KernelLevel = .selected
     ) {
-        #if arch(x86_64)
-        if level.resolved.usesAVX2 {
-            ElementwiseAVX2.rmsNorm(x, weight: weight, n: n, tokens: tokens, eps: eps, into: out)
-            return
-        }
-        #endif
-        ElementwiseGeneric.rmsNorm(x, weight: weight, n: n, tokens: tokens, eps: eps, into: out)
+        for t in 0..<tokens { GGMLMath.rmsNorm(x + t * n, weight: weight, n: n, eps: eps, into: out + t * n) }
     }
 
     /// See `Reference.rope`. Angles come from a process-wide `RopeTable` for (ropeDims, base),
@@ -133,18 +130,39 @@ public enum Kernels {
         ElementwiseGeneric.softmax(x, n: n)
     }
 
-    /// out = silu(gate) * up, elementwise. `out` may be `gate` or `up`.
+    /// out = silu(gate) * up, elementwise. `out` may be `gate` or `up`. llama.cpp's arithmetic
+    /// (`GGMLMath.swiglu`, its polynomial exp) at every level.
     public static func swiglu(
         _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>,
         level: KernelLevel = .selected
     ) {
         #if arch(x86_64)
         if level.resolved.usesAVX2 {
-            ElementwiseAVX2.swiglu(gate, up, count: count, into: out)
+            ExactAVX2.swiglu(gate, up, count: count, into: out)
             return
         }
         #endif
-        ElementwiseGeneric.swiglu(gate, up, count: count, into: out)
+        GGMLMath.swiglu(gate, up, count: count, into: out, expf: { Foundation.exp($0) })
+    }
+
+    /// One query head attending over an f16 K/V cache with llama.cpp's non-flash arithmetic
+    /// (`GGMLMath.attendHalf`): q must already hold f16-rounded values; keys/values rows are
+    /// `stride` halves apart; scores: n floats and lanes: 64 * dim floats of scratch; `singleToken`: the batch has one token. dim % 16 == 0.
+    public static func attendHalf(
+        query q: UnsafePointer<Float>, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>,
+        stride: Int, count n: Int, dim: Int, scale: Float, singleToken: Bool,
+        scores: UnsafeMutablePointer<Float>, lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>,
+        level: KernelLevel = .selected
+    ) {
+        #if arch(x86_64)
+        if level.resolved.usesAVX2 {
+            ExactAVX2.attendHalf(query: q, keys: keys, values: values, stride: stride, count: n, dim: dim, scale: scale, singleToken: singleToken,
+                                 scores: scores, lanes: lanes, into: out)
+            return
+        }
+        #endif
+        GGMLMath.attendHalf(query: q, keys: keys, values: values, stride: stride, count: n, dim: dim, scale: scale, singleToken: singleToken,
+                            scores: scores, lanes: lanes, into: out)
     }
 
     /// out[i] = exp(x[i]) with the kernels' polynomial exp; public so its error can be tested.

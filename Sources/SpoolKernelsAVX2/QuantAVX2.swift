@@ -1,5 +1,6 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import SpoolGGMLMath
 
 /// Pointers and sizes of one integer matmul: W (rows, cols) as blocks, x quantized (tokens, cols)
 /// with per-block d and s (see SpoolKernels' `Q8Activations`), y (tokens, rows).
@@ -30,8 +31,7 @@ public enum QuantAVX2 {
 
     @inline(__always)
     static func hsum(_ v: __m256) -> Float {
-        let s = unsafeBitCast(v, to: SIMD8<Float>.self)
-        return s.sum()
+        GGMLMath.reduce(unsafeBitCast(v, to: SIMD8<Float>.self))
     }
 
     @inline(__always)
@@ -131,7 +131,8 @@ public enum QuantAVX2 {
                             acc1 = _mm256_fmadd_ps(_mm256_set1_ps(wd[nb + b] * db), dotU8S8(load256(wq + (nb + b) * 32), q), acc1)
                             acc2 = _mm256_fmadd_ps(_mm256_set1_ps(wd[2 * nb + b] * db), dotU8S8(load256(wq + (2 * nb + b) * 32), q), acc2)
                             acc3 = _mm256_fmadd_ps(_mm256_set1_ps(wd[3 * nb + b] * db), dotU8S8(load256(wq + (3 * nb + b) * 32), q), acc3)
-                            m0 += wm[b] * sb; m1 += wm[nb + b] * sb; m2 += wm[2 * nb + b] * sb; m3 += wm[3 * nb + b] * sb
+                            m0 = m0.addingProduct(wm[b], sb); m1 = m1.addingProduct(wm[nb + b], sb)
+                            m2 = m2.addingProduct(wm[2 * nb + b], sb); m3 = m3.addingProduct(wm[3 * nb + b], sb)
                         }
                         let y = a.y + t * a.rows + r0
                         y[0] = hsum(acc0) + m0; y[1] = hsum(acc1) + m1; y[2] = hsum(acc2) + m2; y[3] = hsum(acc3) + m3
@@ -142,7 +143,7 @@ public enum QuantAVX2 {
                             for b in 0..<nb {
                                 acc = _mm256_fmadd_ps(_mm256_set1_ps(wd[i * nb + b] * dx[b]),
                                                       dotU8S8(load256(wq + (i * nb + b) * 32), load256(qx + b * 32)), acc)
-                                m += wm[i * nb + b] * sx[b]
+                                m = m.addingProduct(wm[i * nb + b], sx[b])
                             }
                             a.y[t * a.rows + r0 + i] = hsum(acc) + m
                         }

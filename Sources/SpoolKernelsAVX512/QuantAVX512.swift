@@ -1,9 +1,11 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 import SpoolKernelsAVX2
+import SpoolGGMLMath
 
-/// AVX-512 VNNI versions of the integer matmul (`QuantGeneric.matmulBlock`): same integer sums,
-/// only the order of the float additions differs.
+/// AVX-512 VNNI versions of the integer matmul (`QuantGeneric.matmulBlock`): same integer sums and
+/// the same float operations in the same order (ggml's: per (row, token) 8 float lanes, one fused
+/// multiply-add per block, the q4_1 offsets as their own fused chain), so results are identical.
 ///
 /// Shape of the work: a tile of 4 weight rows is unpacked once into a small buffer laid out for
 /// `vpdpbusd` (32 bytes per block, two blocks per 512-bit vector), then tokens pass over it 3 at a
@@ -11,6 +13,7 @@ import SpoolKernelsAVX2
 /// vectors (12 `vpdpbusd`, every load reused 3-4 times from registers); an int32 lane holds a
 /// partial sum of one block, so the block scales are applied as vectors: lanes 0-7 carry
 /// d_w(b) * d_x(b) and lanes 8-15 d_w(b+1) * d_x(b+1), precomputed per row as "d repeated 8 times".
+/// The two halves are then added into one 8-lane accumulator, block b before block b+1.
 ///
 /// vpdpbusd multiplies unsigned by signed bytes:
 /// - q4_1: the nibbles (0...15) are the unsigned side, the activations the signed side; the
@@ -25,7 +28,9 @@ public enum QuantAVX512 {
     static let tokenBlock = 128
 
     struct Acc4 {
-        var a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps()
+        var a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps()
+        /// q4_1: sum over blocks of m_w * s_x, one lane per row.
+        var offsets = SIMD4<Float>(repeating: 0)
     }
 
     /// The unpacked row tile. Every row has `np` pairs of blocks (an odd last block is padded
@@ -34,7 +39,7 @@ public enum QuantAVX512 {
         var wq: UnsafeMutableRawPointer       // (rowTile, np * 64) bytes: weights, 32 per block
         var dw: UnsafeMutablePointer<Float>   // (rowTile, np * 16): d of each block, repeated 8 times
         var aux: UnsafeMutableRawPointer      // q8_0: (rowTile, np * 16) int32 start values;
-                                              // q4_1: (rowTile, nc) floats m per block, zero-padded
+                                              // q4_1: (nc, rowTile) floats m per block, zero-padded
         var np: Int
         var nc: Int                           // blocks rounded up to a multiple of 16
     }
@@ -105,14 +110,14 @@ public enum QuantAVX512 {
             let rest = rowTile - nr
             (tile.wq + nr * np * 64).initializeMemory(as: UInt8.self, repeating: 0, count: rest * np * 64)
             (tile.dw + nr * np * 16).initialize(repeating: 0, count: rest * np * 16)
-            let auxRow = auxIsPairs ? np * 64 : tile.nc * 4
-            (tile.aux + nr * auxRow).initializeMemory(as: UInt8.self, repeating: 0, count: rest * auxRow)
+            // (q4_1's offsets are block-major; `unpackQ4_1` zeroes their unused rows itself.)
+            if auxIsPairs { (tile.aux + nr * np * 64).initializeMemory(as: UInt8.self, repeating: 0, count: rest * np * 64) }
         }
     }
 
     @inline(__always)
     static func unpackQ4_1(_ a: QuantMatmulArgs, _ tile: Tile, r0: Int, nr: Int) {
-        let nb = a.cols / 32, rb = nb * 20, np = tile.np, nc = tile.nc
+        let nb = a.cols / 32, rb = nb * 20, np = tile.np
         let wm = tile.aux.assumingMemoryBound(to: Float.self)
         let low = _mm_set1_epi8(0x0F)
         for i in 0..<nr {
@@ -123,10 +128,10 @@ public enum QuantAVX512 {
                 let lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low)
                 _mm256_store_si256(OpaquePointer(tile.wq + i * np * 64 + b * 32), _mm256_set_m128i(hi, lo))
                 _mm256_store_ps(tile.dw + i * np * 16 + b * 8, _mm256_set1_ps(f16(blk, 0)))
-                wm[i * nc + b] = f16(blk, 2)
+                wm[b * rowTile + i] = f16(blk, 2)
             }
-            for b in nb..<nc { wm[i * nc + b] = 0 }
         }
+        for b in 0..<nb { for i in nr..<rowTile { wm[b * rowTile + i] = 0 } }
         zeroPadding(tile, nb: nb, nr: nr, auxIsPairs: false)
     }
 
@@ -169,16 +174,18 @@ public enum QuantAVX512 {
         return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dx[2 * p]), _mm512_set1_ps(d1))
     }
 
-    /// acc += float(dot of row i's pair p with x) * d_w * d_x.
+    /// acc = fma(d_w * d_x, float(dot), acc) for block 2p, then for block 2p + 1.
     @inline(__always)
-    static func rowStep(_ acc: __m512, _ tile: Tile, i: Int, p: Int, x: __m512i, dx: __m512, q8: Bool) -> __m512 {
+    static func rowStep(_ acc: __m256, _ tile: Tile, i: Int, p: Int, x: __m512i, dx: __m512, q8: Bool) -> __m256 {
         let o = i * tile.np * 64 + p * 64
         let w = _mm512_load_si512(tile.wq + o)
         let dot = q8
             ? _mm512_dpbusd_epi32(_mm512_load_si512(tile.aux + o), x, w)
             : _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x)
         let scale = _mm512_mul_ps(_mm512_load_ps(tile.dw + i * tile.np * 16 + p * 16), dx)
-        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc)
+        let f = _mm512_cvtepi32_ps(dot)
+        let first = _mm256_fmadd_ps(_mm512_castps512_ps256(scale), _mm512_castps512_ps256(f), acc)
+        return _mm256_fmadd_ps(high(scale), high(f), first)
     }
 
     @inline(__always)
@@ -189,29 +196,32 @@ public enum QuantAVX512 {
         acc.a3 = rowStep(acc.a3, tile, i: 3, p: p, x: x, dx: dx, q8: q8)
     }
 
-    /// q4_1 only: acc += m(b) * s_x(b) over the blocks, 16 at a time.
+    /// q4_1 only: offsets = fma(m(b), s_x(b), offsets) block after block, the 4 rows side by side.
     @inline(__always)
     static func offsetTerm(_ acc: inout Acc4, _ tile: Tile, sx: UnsafePointer<Float>, nb: Int) {
         let wm = UnsafePointer<Float>(tile.aux.assumingMemoryBound(to: Float.self))
-        var c = 0
-        while c < nb {
-            let n = min(16, nb - c)
-            let s = _mm512_maskz_loadu_ps(UInt16(truncatingIfNeeded: (1 << n) - 1), sx + c)
-            acc.a0 = _mm512_fmadd_ps(_mm512_load_ps(wm + c), s, acc.a0)
-            acc.a1 = _mm512_fmadd_ps(_mm512_load_ps(wm + tile.nc + c), s, acc.a1)
-            acc.a2 = _mm512_fmadd_ps(_mm512_load_ps(wm + 2 * tile.nc + c), s, acc.a2)
-            acc.a3 = _mm512_fmadd_ps(_mm512_load_ps(wm + 3 * tile.nc + c), s, acc.a3)
-            c += 16
+        var o = acc.offsets
+        for b in 0..<nb {
+            o = o.addingProduct(UnsafeRawPointer(wm + b * rowTile).loadUnaligned(as: SIMD4<Float>.self), SIMD4(repeating: sx[b]))
         }
+        acc.offsets = o
     }
+
+    @inline(__always)
+    static func lanes(_ v: __m256) -> SIMD8<Float> { unsafeBitCast(v, to: SIMD8<Float>.self) }
+
+    /// Lanes 8-15 (`_mm512_extractf32x8_ps` is a macro Swift cannot import; this is one vextract).
+    @inline(__always)
+    static func high(_ v: __m512) -> __m256 { unsafeBitCast(unsafeBitCast(v, to: SIMD16<Float>.self).highHalf, to: __m256.self) }
 
     @inline(__always)
     static func store(_ acc: Acc4, _ a: QuantMatmulArgs, r0: Int, nr: Int, t: Int) {
         let y = a.y + t * a.rows + r0
-        y[0] = _mm512_reduce_add_ps(acc.a0)
-        if nr > 1 { y[1] = _mm512_reduce_add_ps(acc.a1) }
-        if nr > 2 { y[2] = _mm512_reduce_add_ps(acc.a2) }
-        if nr > 3 { y[3] = _mm512_reduce_add_ps(acc.a3) }
+        let o = acc.offsets
+        y[0] = GGMLMath.reduce(lanes(acc.a0)) + o[0]
+        if nr > 1 { y[1] = GGMLMath.reduce(lanes(acc.a1)) + o[1] }
+        if nr > 2 { y[2] = GGMLMath.reduce(lanes(acc.a2)) + o[2] }
+        if nr > 3 { y[3] = GGMLMath.reduce(lanes(acc.a3)) + o[3] }
     }
 
     /// 4 rows x 3 tokens: 12 accumulators leave room for the weights, scales and activations

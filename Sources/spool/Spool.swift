@@ -6,7 +6,7 @@ struct Spool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spool",
         abstract: "Run large language models on machines too small to hold them.",
-        subcommands: [Generate.self, Tokenize.self, PerplexityCommand.self, Inspect.self, Chat.self, Serve.self, Bench.self]
+        subcommands: [Generate.self, Tokenize.self, PerplexityCommand.self, Inspect.self, Chat.self, Serve.self, Bench.self, DumpTensors.self]
     )
 }
 

@@ -1,3 +1,5 @@
+import SpoolGGMLMath
+
 // Scalar reference and portable versions of the 8-bit activation kernels. The x86 versions in
 // SpoolKernelsAVX2 / SpoolKernelsAVX512 must agree with these (integer sums exactly, float results
 // to MAX_QDOT_REL_ERROR in the tests).
@@ -35,35 +37,48 @@ public enum QuantGeneric {
         }
     }
 
-    /// Dot product of one weight row (raw blocks) with one quantized activation row, block by block:
-    /// sum over blocks of d_w * d_x * sum_j(q_w q_x) (+ m_w * s_x for q4_1).
+    /// Dot product of one weight row (raw blocks) with one quantized activation row, in the order
+    /// of ggml's x86 vec_dot_q4_1_q8_1 / vec_dot_q8_0_q8_0: 8 float lanes, lane l holding the
+    /// integer dot of elements 4l..<4l+4 of each block, each block added as
+    /// fma(d_w * d_x, lane, acc); the q4_1 offsets as a separate fused chain m_w * s_x; then
+    /// `GGMLMath.reduce(acc) + offsets`.
     public static func dotRow(_ format: WeightBlockFormat, _ w: UnsafeRawPointer, _ qx: UnsafePointer<Int8>,
                               _ dx: UnsafePointer<Float>, _ sx: UnsafePointer<Float>, blocks: Int) -> Float {
-        var sum: Float = 0
+        var acc = SIMD8<Float>(repeating: 0)
+        var offsets: Float = 0
+        var lanes = SIMD8<Float>(repeating: 0)
         switch format {
         case .q4_1:
             for b in 0..<blocks {
                 let blk = w + b * 20
                 let d = loadF16(blk, 0), m = loadF16(blk, 2)
                 let q = qx + b * 32
-                var isum: Int32 = 0
-                for j in 0..<16 {
-                    let byte = blk.load(fromByteOffset: 4 + j, as: UInt8.self)
-                    isum += Int32(byte & 0x0F) * Int32(q[j]) + Int32(byte >> 4) * Int32(q[j + 16])
+                for l in 0..<8 {
+                    var isum: Int32 = 0
+                    for e in (4 * l)..<(4 * l + 4) {
+                        let byte = blk.load(fromByteOffset: 4 + (e & 15), as: UInt8.self)
+                        let nibble = e < 16 ? byte & 0x0F : byte >> 4
+                        isum += Int32(nibble) * Int32(q[e])
+                    }
+                    lanes[l] = Float(isum)
                 }
-                sum += d * dx[b] * Float(isum) + m * sx[b]
+                acc = acc.addingProduct(SIMD8(repeating: d * dx[b]), lanes)
+                offsets = offsets.addingProduct(m, sx[b])
             }
         case .q8_0:
             for b in 0..<blocks {
                 let blk = w + b * 34
                 let d = loadF16(blk, 0)
                 let q = qx + b * 32
-                var isum: Int32 = 0
-                for j in 0..<32 { isum += Int32(blk.load(fromByteOffset: 2 + j, as: Int8.self)) * Int32(q[j]) }
-                sum += d * dx[b] * Float(isum)
+                for l in 0..<8 {
+                    var isum: Int32 = 0
+                    for e in (4 * l)..<(4 * l + 4) { isum += Int32(blk.load(fromByteOffset: 2 + e, as: Int8.self)) * Int32(q[e]) }
+                    lanes[l] = Float(isum)
+                }
+                acc = acc.addingProduct(SIMD8(repeating: d * dx[b]), lanes)
             }
         }
-        return sum
+        return GGMLMath.reduce(acc) + offsets
     }
 
     /// y[t, r] for r in rowRange, t in tokenRange.

@@ -44,6 +44,10 @@ public final class LlamaModel: LanguageModel {
     /// How the GGUF layers were built, for a streaming source to build them again from its buffers.
     public private(set) var ggufLoader: LlamaGGUFLoader?
     private let scratch = Scratch()
+    /// Called after each stage of `forward` with llama.cpp's tensor name for it ("Qcur-3",
+    /// "ffn_out-3", "result_output" ...) and the values, (tokens, width) row-major, so intermediate
+    /// tensors can be compared with llama-eval-callback's. nil (the default) costs nothing.
+    public var tap: ((_ name: String, _ values: UnsafePointer<Float>, _ count: Int) -> Void)?
 
     public init(configuration: LlamaConfiguration, embedding: LinearWeight, layers: [LlamaLayer],
                 outputNorm: [Float], output: LinearWeight) {
@@ -107,6 +111,7 @@ public final class LlamaModel: LanguageModel {
             defer { layerSource?.release(li) }
             // Attention block.
             Kernels.rmsNorm(x, weight: layer.attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
+            tap?("attn_norm-\(li)", xn, n * c.dim)
             layer.wq.apply(xn, tokens: n, into: s.q, pool: pool)
             layer.wk.apply(xn, tokens: n, into: s.k, pool: pool)
             layer.wv.apply(xn, tokens: n, into: s.v, pool: pool)
@@ -114,18 +119,30 @@ public final class LlamaModel: LanguageModel {
                 Kernels.rope(s.q, tokens: n, heads: c.heads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
                 Kernels.rope(s.k, tokens: n, heads: c.kvHeads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
             }
+            tap?("Qcur-\(li)", s.q, n * c.qDim)
+            tap?("Kcur-\(li)", s.k, n * c.kvDim)
+            tap?("Vcur-\(li)", s.v, n * c.kvDim)
             try cache.store(layer: li, start: start, tokens: n, keys: s.k, values: s.v)
             cache.attend(layer: li, start: start, tokens: n, queries: s.q, output: s.att, pool: pool)
+            tap?("kqv_out-\(li)", s.att, n * c.qDim)
             layer.wo.apply(s.att, tokens: n, into: xn, pool: pool)
+            tap?("attn_out-\(li)", xn, n * c.dim)
             Self.addInPlace(x, xn, count: n * c.dim)
+            tap?("ffn_inp-\(li)", x, n * c.dim)
 
             // Feed-forward block.
             Kernels.rmsNorm(x, weight: layer.ffnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
+            tap?("ffn_norm-\(li)", xn, n * c.dim)
             layer.wGate.apply(xn, tokens: n, into: s.gate, pool: pool)
             layer.wUp.apply(xn, tokens: n, into: s.up, pool: pool)
+            tap?("ffn_gate-\(li)", s.gate, n * c.ffnDim)
+            tap?("ffn_up-\(li)", s.up, n * c.ffnDim)
             Kernels.swiglu(s.gate, s.up, count: n * c.ffnDim, into: s.gate)
+            tap?("ffn_swiglu-\(li)", s.gate, n * c.ffnDim)
             layer.wDown.apply(s.gate, tokens: n, into: xn, pool: pool)
+            tap?("ffn_out-\(li)", xn, n * c.dim)
             Self.addInPlace(x, xn, count: n * c.dim)
+            tap?("l_out-\(li)", x, n * c.dim)
         }
         cache.commit(upTo: start + n)
 
@@ -135,8 +152,10 @@ public final class LlamaModel: LanguageModel {
         guard !range.isEmpty else { return out }
         let rows = x + range.lowerBound * c.dim
         Kernels.rmsNorm(rows, weight: outputNorm, n: c.dim, tokens: range.count, eps: c.normEps, into: xn)
+        tap?("result_norm", xn, range.count * c.dim)
         out.values.withUnsafeMutableBufferPointer { buf in
             output.apply(xn, tokens: range.count, into: buf.baseAddress!, pool: pool)
+            tap?("result_output", buf.baseAddress!, range.count * c.vocabSize)
         }
         return out
     }
