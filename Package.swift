@@ -115,7 +115,7 @@ let package = Package(
         .target(name: "SpoolTestSupport"),
         .testTarget(name: "SpoolFormatTests", dependencies: ["SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolKernelsAVX2", "SpoolKernelsAVX512", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolGGMLMath", "SpoolKernelsAVX2", "SpoolKernelsAVX512", "SpoolTestSupport"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
         .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKVTests", dependencies: ["SpoolKV", "SpoolKernels", "SpoolTestSupport"]),

@@ -14,8 +14,13 @@ let MAX_SOFTMAX_REL_ERROR: Float = 2e-6
 let MAX_RMSNORM_REL_ERROR: Float = 2e-6
 /// swiglu outputs, relative to max(|out|, |up| * 1e-3) (silu's own scale near zero).
 let MAX_SWIGLU_REL_ERROR: Float = 2e-6
-/// rope outputs, relative to the largest |x| of the head (table angles vs per-call angles).
+/// rope outputs, relative to the largest |x| of the head, at position 0.
 let MAX_ROPE_REL_ERROR: Float = 1e-6
+/// Angles are computed as llama.cpp computes them, theta_{i+1} = theta_i * base^(-2/d) in float,
+/// so the angle of pair i carries up to (i + 1) roundings of 2^-24 relative: at most ~33 * 6e-8 * pos
+/// radians for d <= 64, and the rotated values twice that relative to |x|. A wrong rotation is off
+/// by O(1) already at positions 1 and 7.
+let MAX_ROPE_ANGLE_ERROR_PER_POSITION: Float = 4e-6
 
 /// The levels to test: every one this machine supports (generic always).
 var testLevels: [KernelLevel] { KernelLevel.supported }
