@@ -107,9 +107,7 @@ public final class LlamaModel: LanguageModel {
             defer { layerSource?.release(li) }
             // Attention block.
             Kernels.rmsNorm(x, weight: layer.attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
-            layer.wq.apply(xn, tokens: n, into: s.q, pool: pool)
-            layer.wk.apply(xn, tokens: n, into: s.k, pool: pool)
-            layer.wv.apply(xn, tokens: n, into: s.v, pool: pool)
+            applyShared([layer.wq, layer.wk, layer.wv], xn, tokens: n, into: [s.q, s.k, s.v], pool: pool)
             positions.withUnsafeBufferPointer { pos in
                 Kernels.rope(s.q, tokens: n, heads: c.heads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
                 Kernels.rope(s.k, tokens: n, heads: c.kvHeads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
@@ -121,8 +119,7 @@ public final class LlamaModel: LanguageModel {
 
             // Feed-forward block.
             Kernels.rmsNorm(x, weight: layer.ffnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
-            layer.wGate.apply(xn, tokens: n, into: s.gate, pool: pool)
-            layer.wUp.apply(xn, tokens: n, into: s.up, pool: pool)
+            applyShared([layer.wGate, layer.wUp], xn, tokens: n, into: [s.gate, s.up], pool: pool)
             Kernels.swiglu(s.gate, s.up, count: n * c.ffnDim, into: s.gate)
             layer.wDown.apply(s.gate, tokens: n, into: xn, pool: pool)
             Self.addInPlace(x, xn, count: n * c.dim)

@@ -1,0 +1,28 @@
+import SpoolKernels
+
+/// A weight whose `apply` first quantizes x to 8 bits per block (`Q8Activations`) and then runs an
+/// integer kernel. Weights that read the same input (attention q/k/v, feed-forward gate/up) and
+/// share one activation buffer need that quantization only once: see `applyShared`.
+public protocol Int8InputWeight: LinearWeight {
+    /// The buffer `apply` quantizes into.
+    var activations: Q8Activations { get }
+    /// y (x.tokens, rows) from activations already quantized (x.cols == cols).
+    func apply(quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>, pool: ThreadPool)
+}
+
+/// y_i = x · W_iᵀ for weights reading the same x. When they all take 8-bit activations from the
+/// same buffer, x is quantized once for all of them; otherwise each applies on its own.
+public func applyShared(_ weights: [LinearWeight], _ x: UnsafePointer<Float>, tokens: Int,
+                        into outputs: [UnsafeMutablePointer<Float>], pool: ThreadPool) {
+    if let first = weights.first as? Int8InputWeight,
+       weights.allSatisfy({ ($0 as? Int8InputWeight)?.activations === first.activations && $0.cols == first.cols }) {
+        let a = first.activations
+        Kernels.quantizeActivations(x, tokens: tokens, cols: first.cols, into: a, pool: pool)
+        for (w, y) in zip(weights, outputs) {
+            // The cast succeeded for every weight in the check above.
+            (w as? Int8InputWeight)?.apply(quantized: a, into: y, pool: pool)
+        }
+        return
+    }
+    for (w, y) in zip(weights, outputs) { w.apply(x, tokens: tokens, into: y, pool: pool) }
+}
