@@ -1,4 +1,5 @@
 #if arch(x86_64)
+import SpoolKernelsAVX2
 import SpoolKernelsAVX512
 #endif
 
@@ -80,12 +81,17 @@ extension Kernels {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
         defer { buffer.deallocate() }
         let kt = buffer, v = kt + a.headDim * w, scores = v + n * a.headDim, q = scores + w
-        a.fillPanels(n: n, kt: kt, v: v)
         #if arch(x86_64)
+        if level.resolved.usesAVX2 {
+            AttentionAVX2.fillPanels(keys: a.keys, values: a.values, half: a.half, rowStride: a.rowStride, offset: a.headOffset,
+                                     dim: a.headDim, n: n, width: w, kt: kt, v: v)
+        } else {
+            a.fillPanels(n: n, kt: kt, v: v)
+        }
         if level.resolved == .avx512vnni && a.headDim % 16 == 0 {
             for t in tokens {
                 for h in a.heads {
-                    for d in 0..<a.headDim { q[d] = a.query(t, h, d) }
+                    AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * a.headDim, dim: a.headDim, half: a.half, into: q)
                     let nt = a.start + t + 1
                     AttentionAVX512.scores(q, kt, width: w, count: nt, dim: a.headDim, scale: a.scale, into: scores)
                     Kernels.softmax(scores, n: nt, level: level)
@@ -95,6 +101,8 @@ extension Kernels {
             }
             return
         }
+        #else
+        a.fillPanels(n: n, kt: kt, v: v)
         #endif
         for t in tokens {
             for h in a.heads {
