@@ -46,6 +46,11 @@ public final class BlockQuantWeight: Int8InputWeight {
         Kernels.quantMatmul(format, data, rows: rows, cols: cols, x, into: y, pool: pool)
     }
 
+    public func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>) {
+        Kernels.quantMatmulBlock(format, data, rows: self.rows, cols: cols, x, into: y, rowRange: rows,
+                                 tokenRange: 0..<x.tokens, level: KernelLevel.selected)
+    }
+
     public func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         let rb = format.rowBytes(cols: cols)
         let type: GGMLType = format == .q4_1 ? .q4_1 : .q8_0

@@ -71,4 +71,31 @@ final class PackedInt8Tests: XCTestCase {
             }
         }
     }
+
+    /// applyShared (one quantization, one parallel loop over all row blocks) gives exactly what
+    /// separate applies give.
+    func testApplySharedEqualsSeparateApplies() throws {
+        let pool = ThreadPool(threads: 2)
+        let shared = Q8Activations()
+        var rng = TestRandom(seed: 5)
+        let cols = 192, tokens = 4
+        var weights: [LinearWeight] = []
+        var files: [MappedFile] = []
+        for (rows, bits) in [(64, 4), (24, 8), (40, 3)] {
+            let file = packed(rows: rows, cols: cols, bits: bits, group: 64, rng: &rng)
+            files.append(file)
+            weights.append(try PackedWeight(rows: rows, cols: cols, bits: bits, group: 64, bytes: file.bytes, owner: file,
+                                            name: "w\(bits)", activations: shared))
+        }
+        let x = rng.floats(tokens * cols, -1, 1)
+        var separate = weights.map { [Float](repeating: .nan, count: tokens * $0.rows) }
+        for (i, w) in weights.enumerated() { w.apply(x, tokens: tokens, into: &separate[i], pool: pool) }
+        let outs = weights.map { UnsafeMutablePointer<Float>.allocate(capacity: tokens * $0.rows) }
+        defer { outs.forEach { $0.deallocate() } }
+        applyShared(weights, x, tokens: tokens, into: outs, pool: pool)
+        for (i, w) in weights.enumerated() {
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: outs[i], count: tokens * w.rows)), separate[i], "weight \(i)")
+        }
+        XCTAssertEqual(files.count, 3)
+    }
 }

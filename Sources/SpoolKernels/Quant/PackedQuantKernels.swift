@@ -15,10 +15,8 @@ extension Kernels {
         let tokens = x.tokens, rows = w.rows
         guard rows > 0, tokens > 0 else { return }
         let level = level.resolved
-        // Rows per chunk: a multiple of the 4-row tile; enough chunks per thread to balance.
-        let perChunk = max(8, (rows / (pool.threadCount * 8) + 3) & ~3)
-        let rowChunks = (rows + perChunk - 1) / perChunk
-        pool.parallelFor(rowChunks) { i in
+        let perChunk = rowsPerChunk(rows, threads: pool.threadCount)
+        pool.parallelFor((rows + perChunk - 1) / perChunk) { i in
             let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
             packedMatmulBlock(w, x, into: y, rowRange: range, tokenRange: 0..<tokens, level: level)
         }

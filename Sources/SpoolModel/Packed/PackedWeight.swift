@@ -72,6 +72,10 @@ public final class PackedWeight: Int8InputWeight {
         Kernels.packedMatmul(matrix, x, into: y, pool: pool)
     }
 
+    public func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>) {
+        Kernels.packedMatmulBlock(matrix, x, into: y, rowRange: rows, tokenRange: 0..<x.tokens, level: KernelLevel.selected)
+    }
+
     /// y through the float-activation kernels (packed dot, or decoded row tiles for many tokens).
     public func applyFloat(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard rows > 0, tokens > 0 else { return }
