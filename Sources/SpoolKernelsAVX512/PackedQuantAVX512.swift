@@ -66,15 +66,7 @@ extension QuantAVX512 {
             let dxv = (xp + a.cols).assumingMemoryBound(to: Float.self)
             let sg = dxv + np * 16
             let qx = UnsafeRawPointer(a.qs + t * a.cols), dx = a.d + t * nb, sx = a.s + t * nb
-            for p in 0..<np {
-                let src = qx + 64 * p, dst = xp + 64 * p
-                dst.storeBytes(of: src.loadUnaligned(as: SIMD16<UInt8>.self), as: SIMD16<UInt8>.self)
-                (dst + 16).storeBytes(of: src.loadUnaligned(fromByteOffset: 32, as: SIMD16<UInt8>.self), as: SIMD16<UInt8>.self)
-                (dst + 32).storeBytes(of: src.loadUnaligned(fromByteOffset: 16, as: SIMD16<UInt8>.self), as: SIMD16<UInt8>.self)
-                (dst + 48).storeBytes(of: src.loadUnaligned(fromByteOffset: 48, as: SIMD16<UInt8>.self), as: SIMD16<UInt8>.self)
-                let d0 = _mm512_set1_ps(dx[2 * p]), d1 = _mm512_set1_ps(dx[2 * p + 1])
-                _mm512_store_ps(dxv + 16 * p, _mm512_mask_blend_ps(0xF0F0, d0, d1))
-            }
+            permuteActivations(qx, dx, pairs: np, into: xp, dxv)
             let bpg = a.group / 32
             for g in 0..<groups {
                 var s: Float = 0
