@@ -106,7 +106,15 @@ extension Kernels {
         #endif
         for t in tokens {
             for h in a.heads {
+                #if arch(x86_64)
+                if level.resolved.usesAVX2 {
+                    AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * a.headDim, dim: a.headDim, half: a.half, into: q)
+                } else {
+                    for d in 0..<a.headDim { q[d] = a.query(t, h, d) }
+                }
+                #else
                 for d in 0..<a.headDim { q[d] = a.query(t, h, d) }
+                #endif
                 let nt = a.start + t + 1
                 AttentionGeneric.panelScores(q, kt, width: w, count: nt, dim: a.headDim, scale: a.scale, into: scores)
                 Kernels.softmax(scores, n: nt, level: level)
