@@ -82,6 +82,22 @@ extension Kernels {
         defer { buffer.deallocate() }
         let kt = buffer, v = kt + a.headDim * w, scores = v + n * a.headDim, q = scores + w
         #if arch(x86_64)
+        // Few queries (decode): keys as plain f32 rows and one dot product per row.
+        if level.resolved.usesAVX2 && tokens.count * a.heads.count <= 4 {
+            AttentionAVX2.fillPanels(keys: a.keys, values: a.values, half: a.half, rowStride: a.rowStride, offset: a.headOffset,
+                                     dim: a.headDim, n: n, width: w, kt: kt, v: v, transposeKeys: false)
+            for t in tokens {
+                for h in a.heads {
+                    AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * a.headDim, dim: a.headDim, half: a.half, into: q)
+                    let nt = a.start + t + 1
+                    Kernels.dotRows(q, kt, stride: a.headDim, count: nt, dim: a.headDim, scale: a.scale, into: scores, level: level)
+                    Kernels.softmax(scores, n: nt, level: level)
+                    Kernels.weightedSum(scores, v, stride: a.headDim, count: nt, dim: a.headDim,
+                                        into: a.output + t * a.queryStride + h * a.headDim, level: level)
+                }
+            }
+            return
+        }
         if level.resolved.usesAVX2 {
             AttentionAVX2.fillPanels(keys: a.keys, values: a.values, half: a.half, rowStride: a.rowStride, offset: a.headOffset,
                                      dim: a.headDim, n: n, width: w, kt: kt, v: v)

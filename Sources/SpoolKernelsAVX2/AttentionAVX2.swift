@@ -87,9 +87,25 @@ public enum AttentionAVX2 {
 extension AttentionAVX2 {
     /// kt (dim, width): keys 0..<n transposed, zero past n; v (n, dim): values as f32 rows.
     /// Row j of the cache starts at element j * rowStride + offset; `half` means f16 bit patterns.
+    /// With `transposeKeys` false, kt gets the keys as (n, dim) rows instead (decode: one query
+    /// per head does not repay the transposition).
     @inline(never)
     public static func fillPanels(keys: UnsafeRawPointer, values: UnsafeRawPointer, half: Bool, rowStride: Int, offset: Int,
-                                  dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) {
+                                  dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                                  transposeKeys: Bool = true) {
+        if !transposeKeys {
+            for j in 0..<n {
+                let e = j * rowStride + offset
+                if half {
+                    convert(keys + 2 * e, dim, into: kt + j * dim)
+                    convert(values + 2 * e, dim, into: v + j * dim)
+                } else {
+                    (kt + j * dim).update(from: (keys + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                    (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                }
+            }
+            return
+        }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: dim) { row in
             let r = row.baseAddress!
             for j in 0..<n {
