@@ -7,6 +7,8 @@
 #
 # Usage: Tools/bench-vs-llamacpp.sh [MODEL.gguf] [THREADS]
 #   BUILD_ONLY=1 Tools/bench-vs-llamacpp.sh   only builds (or finds) llama-bench and prints its path.
+#   SPOOL_MODEL=smol-4bit.spool Tools/bench-vs-llamacpp.sh   spool bench runs that file (e.g. a .spool
+#   packed from the GGUF) while llama-bench runs the GGUF: the issue's comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,8 +62,8 @@ SPOOL="$(swift build -c release --show-bin-path)/spool"
 echo "== llama.cpp llama-bench ($LLAMA_BENCH)"
 LLAMA_JSON="$("$LLAMA_BENCH" -m "$MODEL" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" -o json)"
 echo "$LLAMA_JSON"
-echo "== spool bench"
-SPOOL_JSON="$("$SPOOL" bench -m "$MODEL" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" --json)"
+echo "== spool bench (${SPOOL_MODEL:-$MODEL})"
+SPOOL_JSON="$("$SPOOL" bench -m "${SPOOL_MODEL:-$MODEL}" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" --json)"
 echo "$SPOOL_JSON"
 
 python3 - "$LLAMA_JSON" "$SPOOL_JSON" "$PP" "$TG" <<'EOF'

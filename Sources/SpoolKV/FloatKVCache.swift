@@ -51,75 +51,44 @@ public final class FloatKVCache: KVCache {
 
     public func attend(layer: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let g = geometry
-        let k = UnsafeRawPointer(keys[layer]), v = UnsafeRawPointer(values[layer])
         let group = g.queryHeads / g.kvHeads
         let scale = 1 / Float(g.headDim).squareRoot()
-        let tasks = tokens * g.queryHeads
-        let precision = precision
-        pool.parallelRanges(tasks) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
-            let qh = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
-            let acc = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
-            let lanes = UnsafeMutablePointer<Float>.allocate(capacity: 64 * g.headDim)
-            defer { scores.deallocate(); qh.deallocate(); acc.deallocate(); lanes.deallocate() }
-            for task in range {
-                let t = task / g.queryHeads, h = task % g.queryHeads
-                let kvh = h / group
-                let q = queries + (t * g.queryHeads + h) * g.headDim
-                let n = start + t + 1
-                let out = output + (t * g.queryHeads + h) * g.headDim
-                let head = kvh * g.headDim
-                switch precision {
-                case .f32:
-                    let kf = k.assumingMemoryBound(to: Float.self), vf = v.assumingMemoryBound(to: Float.self)
-                    for j in 0..<n { scores[j] = Self.dot(q, kf + j * g.kvDim + head, g.headDim) * scale }
-                    Kernels.softmax(scores, n: n)
-                    out.initialize(repeating: 0, count: g.headDim)
-                    for j in 0..<n { Self.axpy(scores[j], vf + j * g.kvDim + head, out, g.headDim) }
-                case .f16 where g.headDim % 16 == 0:
-                    // llama.cpp's arithmetic, operation for operation (see GGMLMath).
+        let k = UnsafeRawPointer(keys[layer]), v = UnsafeRawPointer(values[layer])
+        if precision == .f16 && g.headDim % 16 == 0 {
+            // llama.cpp's arithmetic, operation for operation (see GGMLMath): one task per
+            // (token, query head).
+            pool.parallelRanges(tokens * g.queryHeads) { range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
+                let qh = UnsafeMutablePointer<Float>.allocate(capacity: g.headDim)
+                let lanes = UnsafeMutablePointer<Float>.allocate(capacity: 64 * g.headDim)
+                defer { scores.deallocate(); qh.deallocate(); lanes.deallocate() }
+                let kh = k.assumingMemoryBound(to: UInt16.self), vh = v.assumingMemoryBound(to: UInt16.self)
+                for task in range {
+                    let t = task / g.queryHeads, h = task % g.queryHeads
+                    let q = queries + (t * g.queryHeads + h) * g.headDim
+                    let head = (h / group) * g.headDim
                     for i in 0..<g.headDim { qh[i] = Half.float(Half.bits(q[i])) }
-                    let kh = k.assumingMemoryBound(to: UInt16.self), vh = v.assumingMemoryBound(to: UInt16.self)
-                    Kernels.attendHalf(query: qh, keys: kh + head, values: vh + head, stride: g.kvDim, count: n,
-                                       dim: g.headDim, scale: scale, singleToken: tokens == 1, scores: scores, lanes: lanes, into: out)
-                case .f16:
-                    for i in 0..<g.headDim { acc[i] = Half.float(Half.bits(q[i])) }
-                    KVKernels.deinterleave(acc, g.headDim, into: qh)
-                    let kh = k.assumingMemoryBound(to: UInt16.self), vh = v.assumingMemoryBound(to: UInt16.self)
-                    for j in 0..<n { scores[j] = KVKernels.dotHalf(qh, kh + j * g.kvDim + head, g.headDim) * scale }
-                    Kernels.softmax(scores, n: n)
-                    acc.initialize(repeating: 0, count: g.headDim)
-                    for j in 0..<n { KVKernels.axpyHalf(scores[j], vh + j * g.kvDim + head, acc, g.headDim) }
-                    KVKernels.interleave(acc, g.headDim, into: out)
+                    Kernels.attendHalf(query: qh, keys: kh + head, values: vh + head, stride: g.kvDim, count: start + t + 1,
+                                       dim: g.headDim, scale: scale, singleToken: tokens == 1, scores: scores, lanes: lanes,
+                                       into: output + (t * g.queryHeads + h) * g.headDim)
                 }
             }
+            return
         }
-    }
-
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>.zero
-        var i = 0
-        while i + 8 <= n {
-            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
+        // Tasks: (KV head, token chunk). Each converts its KV head's rows once and serves the
+        // chunk's tokens for all query heads of the group (`Kernels.attendKVHead`); chunks of 32
+        // tokens keep the repeated conversion small next to the dot products.
+        let chunk = 32
+        let chunks = (tokens + chunk - 1) / chunk
+        let half = precision == .f16
+        pool.parallelFor(g.kvHeads * chunks) { task in
+            let kvh = task % g.kvHeads, c = task / g.kvHeads
+            let args = AttentionHeadArgs(
+                queries: queries, queryStride: g.queryHeads * g.headDim, heads: (kvh * group)..<((kvh + 1) * group),
+                keys: k, values: v, half: half, rowStride: g.kvDim, headOffset: kvh * g.headDim, headDim: g.headDim,
+                start: start, scale: scale, output: output)
+            Kernels.attendKVHead(args, tokens: (c * chunk)..<min(tokens, (c + 1) * chunk))
         }
-        var s = acc.sum()
-        while i < n { s += a[i] * b[i]; i += 1 }
-        return s
-    }
-
-    /// out += w * x
-    @inline(__always)
-    static func axpy(_ w: Float, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        while i + 8 <= n {
-            let o = UnsafeMutableRawPointer(out + i)
-            o.storeBytes(of: o.loadUnaligned(as: SIMD8<Float>.self) + w * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n { out[i] += w * x[i]; i += 1 }
     }
 
     public func commit(upTo count: Int) { self.count = min(max(0, count), geometry.capacity) }

@@ -79,3 +79,69 @@ public enum AttentionAVX2 {
     }
 }
 #endif
+
+#if arch(x86_64)
+/// Panel preparation for `Kernels.attendKVHead` (generic version: `AttentionHeadArgs.fillPanels`):
+/// here f16 values convert with F16C (`vcvtph2ps`), which the generic module, built without it,
+/// would do through a libgcc call per value.
+extension AttentionAVX2 {
+    /// kt (dim, width): keys 0..<n transposed, zero past n; v (n, dim): values as f32 rows.
+    /// Row j of the cache starts at element j * rowStride + offset; `half` means f16 bit patterns.
+    /// With `transposeKeys` false, kt gets the keys as (n, dim) rows instead (decode: one query
+    /// per head does not repay the transposition).
+    @inline(never)
+    public static func fillPanels(keys: UnsafeRawPointer, values: UnsafeRawPointer, half: Bool, rowStride: Int, offset: Int,
+                                  dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                                  transposeKeys: Bool = true) {
+        if !transposeKeys {
+            for j in 0..<n {
+                let e = j * rowStride + offset
+                if half {
+                    convert(keys + 2 * e, dim, into: kt + j * dim)
+                    convert(values + 2 * e, dim, into: v + j * dim)
+                } else {
+                    (kt + j * dim).update(from: (keys + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                    (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                }
+            }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: dim) { row in
+            let r = row.baseAddress!
+            for j in 0..<n {
+                let e = j * rowStride + offset
+                if half {
+                    convert(keys + 2 * e, dim, into: r)
+                    convert(values + 2 * e, dim, into: v + j * dim)
+                } else {
+                    r.update(from: (keys + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                    (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                }
+                for d in 0..<dim { kt[d * width + j] = r[d] }
+            }
+        }
+        if n < width { for d in 0..<dim { (kt + d * width + n).initialize(repeating: 0, count: width - n) } }
+    }
+
+    /// dim f16 values to floats, 8 at a time.
+    @inline(__always)
+    static func convert(_ src: UnsafeRawPointer, _ dim: Int, into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 8 <= dim {
+            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((src + 2 * i).assumingMemoryBound(to: __m128i.self))))
+            i += 8
+        }
+        while i < dim { out[i] = Float(Float16(bitPattern: src.load(fromByteOffset: 2 * i, as: UInt16.self))); i += 1 }
+    }
+
+    /// q rounded to f16 and back (the query an f16 cache sees), or copied.
+    @inline(never)
+    public static func prepareQuery(_ q: UnsafePointer<Float>, dim: Int, half: Bool, into out: UnsafeMutablePointer<Float>) {
+        if half {
+            for d in 0..<dim { out[d] = Float(Float16(q[d])) }
+        } else {
+            out.update(from: q, count: dim)
+        }
+    }
+}
+#endif

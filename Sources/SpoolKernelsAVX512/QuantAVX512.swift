@@ -46,6 +46,10 @@ public enum QuantAVX512 {
 
     @inline(never)
     public static func matmulQ4_1(_ a: QuantMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>) {
+        if tokenRange.count <= matvecMaxTokens && (a.cols / 32) % 2 == 0 {
+            for t in tokenRange { matvecQ4_1(a, rowRange: rowRange, t: t) }
+            return
+        }
         matmul(a, rowRange: rowRange, tokenRange: tokenRange, q8: false)
     }
 

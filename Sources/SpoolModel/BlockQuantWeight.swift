@@ -5,13 +5,13 @@ import SpoolKernels
 /// 8 bits per block of 32 and multiplied with the blocks by integer kernels, as llama.cpp does, so
 /// nothing is expanded to floats and the weights stay in the file's mapping (no copy, no RSS until
 /// touched).
-public final class BlockQuantWeight: LinearWeight {
+public final class BlockQuantWeight: Int8InputWeight {
     public let rows: Int
     public let cols: Int
     public let format: WeightBlockFormat
     let data: UnsafeRawPointer            // (rows, cols / 32) blocks
     let owner: AnyObject                  // keeps the mapping alive
-    let activations: Q8Activations        // shared by the model's weights: one forward pass at a time
+    public let activations: Q8Activations // shared by the model's weights: one forward pass at a time
 
     public init(format: WeightBlockFormat, rows: Int, cols: Int, data: UnsafeRawBufferPointer, owner: AnyObject,
                 activations: Q8Activations, name: String) throws(ModelError) {
@@ -39,7 +39,16 @@ public final class BlockQuantWeight: LinearWeight {
 
     public func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         Kernels.quantizeActivations(x, tokens: tokens, cols: cols, into: activations, pool: pool)
-        Kernels.quantMatmul(format, data, rows: rows, cols: cols, activations, into: y, pool: pool)
+        apply(quantized: activations, into: y, pool: pool)
+    }
+
+    public func apply(quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        Kernels.quantMatmul(format, data, rows: rows, cols: cols, x, into: y, pool: pool)
+    }
+
+    public func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>) {
+        Kernels.quantMatmulBlock(format, data, rows: self.rows, cols: cols, x, into: y, rowRange: rows,
+                                 tokenRange: 0..<x.tokens, level: KernelLevel.selected)
     }
 
     public func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {

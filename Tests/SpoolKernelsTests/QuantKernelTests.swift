@@ -72,7 +72,7 @@ final class QuantKernelTests: XCTestCase {
     func testQuantMatmulMatchesFloatMath() {
         let pool = ThreadPool(threads: 2)
         for format in WeightBlockFormat.allCases {
-            for (rows, cols, tokens) in [(13, 64, 1), (37, 96, 3), (64, 576, 7), (22, 160, 9), (24, 1536, 21)] {
+            for (rows, cols, tokens) in [(13, 64, 1), (37, 96, 3), (64, 576, 7), (22, 160, 9), (24, 1536, 21), (29, 576, 2), (7, 1536, 1)] {
                 var rng = TestRandom(seed: UInt64(rows * 1000 + cols))
                 let (w, wf) = randomWeights(format, rows: rows, cols: cols, rng: &rng)
                 let x = rng.floats(tokens * cols, -2, 2)

@@ -60,7 +60,7 @@ final class PackedWeightTests: XCTestCase {
             var g = LCG(s: 7)
             let x = (0..<(tokens * cols)).map { _ in g.next() }
             var y = [Float](repeating: .nan, count: tokens * rows)
-            pw.apply(x, tokens: tokens, into: &y, pool: pool)
+            pw.applyFloat(x, tokens: tokens, into: &y, pool: pool)
             for t in 0..<tokens {
                 for r in 0..<rows {
                     var mag: Float = 0, exact: Float = 0

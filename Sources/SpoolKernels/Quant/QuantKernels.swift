@@ -35,17 +35,22 @@ extension Kernels {
         let tokens = x.tokens
         guard rows > 0, tokens > 0 else { return }
         let level = level.resolved
-        // Rows per chunk: a multiple of the 4-row tile; enough chunks per thread to balance.
-        let perChunk = max(8, (rows / (pool.threadCount * 8) + 3) & ~3)
-        let rowChunks = (rows + perChunk - 1) / perChunk
-        pool.parallelFor(rowChunks) { i in
+        let perChunk = rowsPerChunk(rows, threads: pool.threadCount)
+        pool.parallelFor((rows + perChunk - 1) / perChunk) { i in
             let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
             quantMatmulBlock(format, w, rows: rows, cols: cols, x, into: y, rowRange: range, tokenRange: 0..<tokens, level: level)
         }
     }
 
+    /// Rows per task of the integer matmuls: a multiple of the 4-row tile, about 8 tasks per
+    /// thread so that threads finishing early take more.
+    public static func rowsPerChunk(_ rows: Int, threads: Int) -> Int {
+        max(8, (rows / (threads * 8) + 3) & ~3)
+    }
+
+    /// One block of `quantMatmul` (rows `rowRange`, tokens `tokenRange`) at `level`.
     @inline(__always)
-    static func quantMatmulBlock(
+    public static func quantMatmulBlock(
         _ format: WeightBlockFormat, _ w: UnsafeRawPointer, rows: Int, cols: Int, _ x: Q8Activations,
         into y: UnsafeMutablePointer<Float>, rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
     ) {

@@ -112,9 +112,7 @@ public final class LlamaModel: LanguageModel {
             // Attention block.
             Kernels.rmsNorm(x, weight: layer.attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
             tap?("attn_norm-\(li)", xn, n * c.dim)
-            layer.wq.apply(xn, tokens: n, into: s.q, pool: pool)
-            layer.wk.apply(xn, tokens: n, into: s.k, pool: pool)
-            layer.wv.apply(xn, tokens: n, into: s.v, pool: pool)
+            applyShared([layer.wq, layer.wk, layer.wv], xn, tokens: n, into: [s.q, s.k, s.v], pool: pool)
             positions.withUnsafeBufferPointer { pos in
                 Kernels.rope(s.q, tokens: n, heads: c.heads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
                 Kernels.rope(s.k, tokens: n, heads: c.kvHeads, headDim: c.headDim, ropeDims: c.ropeDims, positions: pos.baseAddress!, base: c.ropeBase)
@@ -133,8 +131,7 @@ public final class LlamaModel: LanguageModel {
             // Feed-forward block.
             Kernels.rmsNorm(x, weight: layer.ffnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
             tap?("ffn_norm-\(li)", xn, n * c.dim)
-            layer.wGate.apply(xn, tokens: n, into: s.gate, pool: pool)
-            layer.wUp.apply(xn, tokens: n, into: s.up, pool: pool)
+            applyShared([layer.wGate, layer.wUp], xn, tokens: n, into: [s.gate, s.up], pool: pool)
             tap?("ffn_gate-\(li)", s.gate, n * c.ffnDim)
             tap?("ffn_up-\(li)", s.up, n * c.ffnDim)
             Kernels.swiglu(s.gate, s.up, count: n * c.ffnDim, into: s.gate)

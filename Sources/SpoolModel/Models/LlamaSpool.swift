@@ -1,4 +1,5 @@
 import SpoolFormat
+import SpoolKernels
 
 extension LlamaConfiguration {
     /// The hyperparameters a .spool header carries.
@@ -22,6 +23,8 @@ extension LlamaModel {
     /// tensors are first read.
     public convenience init(spool: SpoolFile) throws(ModelError) {
         let c = try LlamaConfiguration(spool: spool.header)
+        // One 8-bit activation buffer for all packed weights (one forward pass runs at a time).
+        let activations = Q8Activations()
         func tensor(_ name: String, _ shape: [Int]) throws(ModelError) -> (SpoolTensor, UnsafeRawBufferPointer) {
             guard let t = spool.tensor(named: name) else { throw .spool(.missingTensor(name)) }
             guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
@@ -34,7 +37,8 @@ extension LlamaModel {
                 for i in 0..<(rows * cols) { w.values[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
                 return w
             }
-            return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: bytes, owner: spool, name: name)
+            return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: bytes, owner: spool, name: name,
+                                    activations: activations)
         }
         func vector(_ name: String, _ n: Int) throws(ModelError) -> [Float] {
             let (t, bytes) = try tensor(name, [n])

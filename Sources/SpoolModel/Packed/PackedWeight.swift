@@ -4,11 +4,13 @@ import SpoolKernels
 /// A group-quantized matrix used in place from a .spool tensor (see `QuantLayout`): the kernels
 /// read the packed bytes directly and never decode the whole matrix.
 ///
-/// - Few tokens (decode): one packed dot product per (token, row), rows split across threads.
-/// - Many tokens (prefill, perplexity): each task decodes a small block of rows (`tileRows`) into
-///   a stack buffer and runs the float matmul kernel on it, so decoding costs once per row block
-///   for all tokens instead of once per token.
-public final class PackedWeight: LinearWeight {
+/// `apply` quantizes the activations to 8 bits per block of 32 and runs the integer kernels
+/// (`Kernels.packedMatmul`: AVX-512 VNNI, AVX2 or portable), as `BlockQuantWeight` does for GGUF.
+/// The float-activation paths stay as `applyFloat` (a reference for tests):
+/// - few tokens: one packed dot product per (token, row), rows split across threads;
+/// - many tokens: each task decodes a small block of rows (`tileRows`) into a stack buffer and runs
+///   the float matmul kernel on it.
+public final class PackedWeight: Int8InputWeight {
     public let rows: Int
     public let cols: Int
     public let bits: Int
@@ -18,15 +20,23 @@ public final class PackedWeight: LinearWeight {
     let rowBytes: Int
     /// Keeps the memory behind the pointers alive (the mapped file, or an owned buffer).
     private let owner: AnyObject
+    let format: PackedQuantFormat
+    /// The 8-bit activation buffer; a model passes one to all its weights (one forward pass runs at
+    /// a time), so that it is allocated once and weights sharing an input quantize it once.
+    public let activations: Q8Activations
 
     /// From this many tokens on, the tile path is used.
     static let tileMinTokens = 8
     static let tileRows = 48
 
-    public init(rows: Int, cols: Int, bits: Int, group: Int, bytes: UnsafeRawBufferPointer, owner: AnyObject, name: String) throws(ModelError) {
-        guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group), bits != QuantLayout.floatBits else {
+    public init(rows: Int, cols: Int, bits: Int, group: Int, bytes: UnsafeRawBufferPointer, owner: AnyObject, name: String,
+                activations: Q8Activations? = nil) throws(ModelError) {
+        guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group), bits != QuantLayout.floatBits,
+              let format = PackedQuantFormat(bits: bits, group: group) else {
             throw .spool(.badEncoding(tensor: name, bits: bits, group: group))
         }
+        self.format = format
+        self.activations = activations ?? Q8Activations()
         guard bytes.count == size, let base = bytes.baseAddress else { throw .spool(.sizeMismatch(tensor: name, expected: size, actual: bytes.count)) }
         self.rows = rows
         self.cols = cols
@@ -47,7 +57,27 @@ public final class PackedWeight: LinearWeight {
         PackedDot.decodeRow(quants: rowQuants(r), scales: rowScales(r), bits: bits, group: group, cols: cols, into: out)
     }
 
+    /// The packed bytes as the integer kernels take them.
+    public var matrix: PackedQuantMatrix {
+        PackedQuantMatrix(quants: UnsafeRawPointer(quants), scales: scales, rows: rows, cols: cols, format: format)
+    }
+
     public func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard rows > 0, tokens > 0 else { return }
+        Kernels.quantizeActivations(x, tokens: tokens, cols: cols, into: activations, pool: pool)
+        apply(quantized: activations, into: y, pool: pool)
+    }
+
+    public func apply(quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        Kernels.packedMatmul(matrix, x, into: y, pool: pool)
+    }
+
+    public func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>) {
+        Kernels.packedMatmulBlock(matrix, x, into: y, rowRange: rows, tokenRange: 0..<x.tokens, level: KernelLevel.selected)
+    }
+
+    /// y through the float-activation kernels (packed dot, or decoded row tiles for many tokens).
+    public func applyFloat(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard rows > 0, tokens > 0 else { return }
         if tokens >= Self.tileMinTokens {
             applyTiled(x, tokens: tokens, into: y, pool: pool)

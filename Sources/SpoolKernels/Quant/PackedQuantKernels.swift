@@ -1,0 +1,45 @@
+#if arch(x86_64)
+import SpoolKernelsAVX2
+import SpoolKernelsAVX512
+#endif
+
+/// The 8-bit activation kernels for the .spool packed formats: x quantized once
+/// (`quantizeActivations`), the packed quants unpacked in registers or a small per-thread tile,
+/// never a whole tensor.
+extension Kernels {
+    /// y (tokens, rows) = x · Wᵀ with W a packed .spool matrix.
+    public static func packedMatmul(
+        _ w: PackedQuantMatrix, _ x: Q8Activations, into y: UnsafeMutablePointer<Float>, pool: ThreadPool,
+        level: KernelLevel = .selected
+    ) {
+        let tokens = x.tokens, rows = w.rows
+        guard rows > 0, tokens > 0 else { return }
+        let level = level.resolved
+        let perChunk = rowsPerChunk(rows, threads: pool.threadCount)
+        pool.parallelFor((rows + perChunk - 1) / perChunk) { i in
+            let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
+            packedMatmulBlock(w, x, into: y, rowRange: range, tokenRange: 0..<tokens, level: level)
+        }
+    }
+
+    /// One block of y: rows `rowRange`, tokens `tokenRange`, at `level` (already resolved).
+    public static func packedMatmulBlock(
+        _ w: PackedQuantMatrix, _ x: Q8Activations, into y: UnsafeMutablePointer<Float>,
+        rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
+    ) {
+        #if arch(x86_64)
+        if level.usesAVX2 {
+            let args = PackedMatmulArgs(
+                quants: w.quants, scales: w.scales, rows: w.rows, cols: w.cols, bits: w.format.bits, group: w.format.group,
+                qs: UnsafePointer(x.qs), d: UnsafePointer(x.d), s: UnsafePointer(x.s), y: y)
+            if level == .avx512vnni {
+                QuantAVX512.matmulPacked(args, rowRange: rowRange, tokenRange: tokenRange)
+            } else {
+                PackedQuantAVX2.matmul(args, rowRange: rowRange, tokenRange: tokenRange)
+            }
+            return
+        }
+        #endif
+        PackedQuantGeneric.matmulBlock(w, x, into: y, rowRange: rowRange, tokenRange: tokenRange)
+    }
+}

@@ -1,0 +1,163 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+import SpoolKernelsAVX2
+
+/// AVX-512 VNNI version of `PackedQuantGeneric.matmulBlock` for the .spool formats. It is the
+/// q4_1 kernel of `QuantAVX512` (4 x 3 register tiles of `vpdpbusd`, block scales applied as
+/// vectors) with another unpacking: a chunk of any bit width becomes 32 unsigned bytes (0 ... 255,
+/// the unsigned side of vpdpbusd, whose int32 sums cannot overflow), each block gets the (d, m) of
+/// its group, and the offset term is Σ_b m_g(b) s_x(b) as for q4_1.
+extension QuantAVX512 {
+    @inline(never)
+    public static func matmulPacked(_ p: PackedMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>) {
+        if p.bits == 4 && p.group >= 64 && tokenRange.count <= decodeMaxTokens {
+            for t in tokenRange { matvec4(p, rowRange: rowRange, t: t) }
+            return
+        }
+        let a = QuantMatmulArgs(w: p.quants, rows: p.rows, cols: p.cols, qs: p.qs, d: p.d, s: p.s, y: p.y)
+        let nb = a.cols / 32, np = (nb + 1) / 2, nc = (nb + 15) / 16 * 16
+        let pairBytes = rowTile * np * 64
+        let auxBytes = rowTile * nc * 4
+        withUnsafeTemporaryAllocation(byteCount: 2 * pairBytes + auxBytes, alignment: 64) { buf in
+            let base = buf.baseAddress!
+            let tile = Tile(
+                wq: base, dw: (base + pairBytes).assumingMemoryBound(to: Float.self), aux: base + 2 * pairBytes,
+                np: np, nc: nc)
+            var t0 = tokenRange.lowerBound
+            while t0 < tokenRange.upperBound {
+                let t1 = min(t0 + tokenBlock, tokenRange.upperBound)
+                var r0 = rowRange.lowerBound
+                while r0 < rowRange.upperBound {
+                    let nr = min(rowTile, rowRange.upperBound - r0)
+                    unpackPacked(p, tile, r0: r0, nr: nr)
+                    var t = t0
+                    while t + 3 <= t1 {
+                        tile3(a, tile, r0: r0, nr: nr, t: t, q8: false)
+                        t += 3
+                    }
+                    while t < t1 {
+                        tile1(a, tile, r0: r0, nr: nr, t: t, q8: false)
+                        t += 1
+                    }
+                    r0 += nr
+                }
+                t0 = t1
+            }
+        }
+    }
+
+    /// Up to this many tokens, 4-bit weights are multiplied straight from their packed bytes
+    /// (`matvec4`) instead of through an unpacked tile that only one token would use.
+    static let decodeMaxTokens = 3
+
+    /// One token, 4-bit weights with groups of 64 or 128: a pair of chunks (one group or half of
+    /// one, 32 bytes) is broadcast to both halves of a zmm, shifted by 0 in the low half and 4 in
+    /// the high half and masked, giving the nibbles in the order [chunk 0 low, chunk 1 low,
+    /// chunk 0 high, chunk 1 high] (16 values each). The token's activation bytes are permuted
+    /// once to that order, so one `vpdpbusd` takes 64 weights with no shuffle per row; its 16
+    /// int32 lanes are scaled by d_x of their block (a per-token vector) and by the group's d.
+    /// The offset term is Σ_g m_g Σ_{b in g} s_x(b), a short scalar loop per row.
+    @inline(__always)
+    static func matvec4(_ a: PackedMatmulArgs, rowRange: Range<Int>, t: Int) {
+        let nb = a.cols / 32, np = nb / 2, groups = a.cols / a.group, pairShift = a.group == 64 ? 0 : 1
+        let rb = a.rowBytes
+        withUnsafeTemporaryAllocation(byteCount: a.cols + np * 64 + groups * 4, alignment: 64) { buf in
+            let xp = buf.baseAddress!
+            let dxv = (xp + a.cols).assumingMemoryBound(to: Float.self)
+            let sg = dxv + np * 16
+            let qx = UnsafeRawPointer(a.qs + t * a.cols), dx = a.d + t * nb, sx = a.s + t * nb
+            permuteActivations(qx, dx, pairs: np, into: xp, dxv)
+            let bpg = a.group / 32
+            for g in 0..<groups {
+                var s: Float = 0
+                for b in 0..<bpg { s += sx[g * bpg + b] }
+                sg[g] = s
+            }
+            let shifts = _mm512_mask_blend_epi64(0xF0, _mm512_setzero_si512(), _mm512_set1_epi16(4))
+            let low = _mm512_set1_epi8(0x0F)
+            @inline(__always) func weights(_ row: UnsafeRawPointer, _ p: Int) -> __m512i {
+                let v = _mm512_broadcast_i64x4(_mm256_loadu_si256((row + 32 * p).assumingMemoryBound(to: __m256i.self)))
+                return _mm512_and_si512(_mm512_srlv_epi16(v, shifts), low)
+            }
+            @inline(__always) func step(_ acc: __m512, _ row: UnsafeRawPointer, _ sc: UnsafeRawPointer, _ p: Int,
+                                        _ x: __m512i, _ d: __m512) -> __m512 {
+                let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), weights(row, p), x))
+                return _mm512_fmadd_ps(_mm512_mul_ps(dot, d), _mm512_set1_ps(f16(sc, 4 * (p >> pairShift))), acc)
+            }
+            @inline(__always) func offset(_ sc: UnsafeRawPointer) -> Float {
+                var m: Float = 0
+                for g in 0..<groups { m += f16(sc, 4 * g + 2) * sg[g] }
+                return m
+            }
+            let y = a.y + t * a.rows
+            var r = rowRange.lowerBound
+            while r + 4 <= rowRange.upperBound {
+                let w0 = a.quants + r * rb, w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb
+                let s0 = a.scales + r * groups * 4, s1 = s0 + groups * 4, s2 = s1 + groups * 4, s3 = s2 + groups * 4
+                var c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps()
+                for p in 0..<np {
+                    let x = _mm512_load_si512(xp + 64 * p), d = _mm512_load_ps(dxv + 16 * p)
+                    c0 = step(c0, w0, s0, p, x, d)
+                    c1 = step(c1, w1, s1, p, x, d)
+                    c2 = step(c2, w2, s2, p, x, d)
+                    c3 = step(c3, w3, s3, p, x, d)
+                }
+                y[r] = _mm512_reduce_add_ps(c0) + offset(s0)
+                y[r + 1] = _mm512_reduce_add_ps(c1) + offset(s1)
+                y[r + 2] = _mm512_reduce_add_ps(c2) + offset(s2)
+                y[r + 3] = _mm512_reduce_add_ps(c3) + offset(s3)
+                r += 4
+            }
+            while r < rowRange.upperBound {
+                let w0 = a.quants + r * rb, s0 = a.scales + r * groups * 4
+                var c0 = _mm512_setzero_ps()
+                for p in 0..<np { c0 = step(c0, w0, s0, p, _mm512_load_si512(xp + 64 * p), _mm512_load_ps(dxv + 16 * p)) }
+                y[r] = _mm512_reduce_add_ps(c0) + offset(s0)
+                r += 1
+            }
+        }
+    }
+
+    @inline(__always)
+    static func unpackPacked(_ a: PackedMatmulArgs, _ tile: Tile, r0: Int, nr: Int) {
+        let nb = a.cols / 32, rb = a.rowBytes, cb = 4 * a.bits, np = tile.np, nc = tile.nc, groups = a.cols / a.group
+        let shift = a.group == 32 ? 0 : (a.group == 64 ? 1 : 2)
+        let wm = tile.aux.assumingMemoryBound(to: Float.self)
+        for i in 0..<nr {
+            let row = a.quants + (r0 + i) * rb, sc = a.scales + (r0 + i) * groups * 4
+            for b in 0..<nb {
+                let g = b >> shift
+                _mm256_store_si256(OpaquePointer(tile.wq + i * np * 64 + b * 32), unpackChunk(row + b * cb, bits: a.bits))
+                _mm256_store_ps(tile.dw + i * np * 16 + b * 8, _mm256_set1_ps(f16(sc, 4 * g)))
+                wm[i * nc + b] = f16(sc, 4 * g + 2)
+            }
+            for b in nb..<nc { wm[i * nc + b] = 0 }
+        }
+        zeroPadding(tile, nb: nb, nr: nr, auxIsPairs: false)
+    }
+
+    /// One chunk's 32 quants as 32 bytes in value order (as `PackedQuantAVX2.unpackChunk`; repeated
+    /// here so that it inlines into this module's loops).
+    @inline(__always)
+    static func unpackChunk(_ p: UnsafeRawPointer, bits: Int) -> __m256i {
+        switch bits {
+        case 4:
+            let b = _mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self))
+            let low = _mm_set1_epi8(0x0F)
+            return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low))
+        case 8:
+            return _mm256_loadu_si256(p.assumingMemoryBound(to: __m256i.self))
+        default:
+            let v = _mm_loadl_epi64(p.assumingMemoryBound(to: __m128i.self))
+            let three = _mm_set1_epi8(3)
+            let a = _mm_and_si128(v, three), b = _mm_and_si128(_mm_srli_epi16(v, 2), three)
+            let c = _mm_and_si128(_mm_srli_epi16(v, 4), three), d = _mm_and_si128(_mm_srli_epi16(v, 6), three)
+            let low = _mm256_set_m128i(_mm_unpacklo_epi64(c, d), _mm_unpacklo_epi64(a, b))
+            guard bits == 3 else { return low }
+            // Bit i of the UInt32 at byte 8 is bit 2 of q[i]: a byte mask, 4 where it is set.
+            let h = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+            return _mm256_mask_add_epi8(low, h, low, _mm256_set1_epi8(4))
+        }
+    }
+}
+#endif
