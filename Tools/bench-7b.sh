@@ -3,7 +3,7 @@
 # against llama.cpp reading the Q4_0 GGUF of the same weights through mmap, both inside the same
 # cgroup v1 memory group (root; the group counts the page cache).
 #
-#   Tools/bench-7b.sh [--limit 1G] [--mem-budget 900M] [-n TOKENS] [-t THREADS] [--io uring]
+#   Tools/bench-7b.sh [--limit 1G] [--mem-budget 900M] [-n TOKENS] [-t THREADS] [--io uring] [--prefetch D]
 #                     [--gguf PATH] [--spool PATH] [--cgroup NAME] [--runtime SECONDS] [--bandwidth MBPS]
 #
 # Makes what is missing: the GGUF (spool-make-model: 7B geometry, random Q4_0 weights, ~3.9 GB),
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-limit=1G; budget=900M; tokens=4; threads=2; io=uring; cgroup=spool1g; runtime=5; bandwidth=""
+limit=1G; budget=900M; tokens=4; threads=2; io=uring; prefetch=1; cgroup=spool1g; runtime=5; bandwidth=""
 gguf=/tmp/spool-7b-q4_0.gguf; spool=/tmp/spool-7b-4bit.spool
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     -n) tokens="$2"; shift 2 ;;
     -t) threads="$2"; shift 2 ;;
     --io) io="$2"; shift 2 ;;
+    --prefetch) prefetch="$2"; shift 2 ;;
     --gguf) gguf="$2"; shift 2 ;;
     --spool) spool="$2"; shift 2 ;;
     --cgroup) cgroup="$2"; shift 2 ;;
@@ -57,10 +58,13 @@ echo "cgroup $g: limit $(cat "$g/memory.limit_in_bytes") bytes" >&2
 
 evict() { python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$1"; }
 
-echo "== Spool: $spool, --mem-budget $budget, --io $io" >&2
+# Prefetch depth 1 by default: when the disk is the bottleneck one block in flight keeps it busy
+# (the next read is queued as soon as the block computing is released), and the ring slot saved
+# keeps one more block resident.
+echo "== Spool: $spool, --mem-budget $budget, --io $io, --prefetch $prefetch" >&2
 bwargs=(); [ -n "$bandwidth" ] && bwargs=(--bandwidth "$bandwidth")
 spool_out="$(SPOOL_BIN="$bin/spool" Tools/stream-bench.sh "$spool" --mem-budget "$budget" --cgroup "$cgroup" -n "$tokens" \
-             -t "$threads" --io "$io" --runtime "$runtime" "${bwargs[@]}")"
+             -t "$threads" --io "$io" --prefetch "$prefetch" --runtime "$runtime" "${bwargs[@]}")"
 echo "$spool_out"
 spool_json="$(echo "$spool_out" | tail -1)"
 
