@@ -70,6 +70,7 @@ spool_json="$(echo "$spool_out" | tail -1)"
 
 echo "== llama.cpp: $gguf, llama-bench --repack 0 -lm mmap" >&2
 evict "$gguf"
+echo 0 > "$g/memory.force_empty" 2>/dev/null || true
 echo 0 > "$g/memory.max_usage_in_bytes"
 largs=(-m "$gguf" --repack 0 -lm mmap -p 0 -n "$tokens" -t "$threads" -r 1 -o json)
 echo "+ $LLAMA_BENCH ${largs[*]}  (cgroup $cgroup)" >&2

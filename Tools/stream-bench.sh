@@ -52,6 +52,9 @@ run_in_cgroup() {
   if [ -n "$cgroup" ]; then
     local g="/sys/fs/cgroup/memory/$cgroup"
     [ -w "$g/cgroup.procs" ] || { echo "stream-bench: no writable cgroup v1 memory group $g (root; mkdir it and set memory.limit_in_bytes)" >&2; exit 1; }
+    # Pages charged to the group by earlier runs (it keeps a file's page cache after its reader
+    # exits) would count in this run's peak: reclaim them first.
+    echo 0 > "$g/memory.force_empty" 2>/dev/null || true
     echo 0 > "$g/memory.max_usage_in_bytes"
     ( echo $BASHPID > "$g/cgroup.procs"; exec "$@" )
   else
