@@ -90,6 +90,7 @@ print("disk: %.0f MB/s sequential O_DIRECT (fio)" % mbps)
 print("streaming (%s): %d blocks resident, %d streamed, %.1f MB read per token, %.2f GB/s achieved, I/O wait %.0f%%"
       % (s.get("backend"), s.get("residentLayers", 0), s.get("streamedLayers", 0), bpt / 1e6,
          s.get("readBytesPerSecond", 0) / 1e9, 100 * s.get("ioWaitFraction", 0)))
+print("effective read rate while decoding: %.0f MB/s (bytes per token x tok/s)" % (bpt * tok / 1e6))
 print("disk bound: %.3f tok/s (%.0f MB/s / %.1f MB per token)" % (bound, mbps, bpt / 1e6))
 print("spool decode: %.3f tok/s = %.1f%% of the disk bound" % (tok, 100 * tok / bound))
 print("peak RSS: %.0f MiB = %.1f%% of the budget (%s)" % (rss / 2**20, 100 * rss / budget, budget_s))
