@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-swift build -c release --product spool --product spool-pack --product spool-make-model >&2
+for p in spool spool-pack spool-make-model; do swift build -c release --product "$p" >&2; done
 bin="$(swift build -c release --show-bin-path)"
 LLAMA_BENCH="$(BUILD_ONLY=1 Tools/bench-vs-llamacpp.sh)"
 
@@ -49,11 +49,11 @@ fi
 
 g="/sys/fs/cgroup/memory/$cgroup"
 if [ ! -d "$g" ]; then mkdir "$g"; fi
-python3 - "$limit" > "$g/memory.limit_in_bytes" <<'PY'
+limit_bytes="$(python3 -c '
 import sys
 s = sys.argv[1].upper().rstrip("B").rstrip("I"); u = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-print(int(float(s[:-1]) * u[s[-1]]) if s[-1] in u else int(s))
-PY
+print(int(float(s[:-1]) * u[s[-1]]) if s[-1] in u else int(s))' "$limit")"
+[ "$(cat "$g/memory.limit_in_bytes")" = "$limit_bytes" ] || echo "$limit_bytes" > "$g/memory.limit_in_bytes"
 echo "cgroup $g: limit $(cat "$g/memory.limit_in_bytes") bytes" >&2
 
 evict() { python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$1"; }
