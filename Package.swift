@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "SpoolTokenizerTests", dependencies: ["SpoolTokenizer", "SpoolFormat", "SpoolTestSupport"]),
         .testTarget(name: "SpoolKernelsTests", dependencies: ["SpoolKernels", "SpoolGGMLMath", "SpoolKernelsAVX2", "SpoolKernelsAVX512", "SpoolTestSupport"]),
         .testTarget(name: "SpoolModelTests", dependencies: ["SpoolModel", "SpoolFormat", "SpoolRuntime", "SpoolTestSupport"]),
-        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport"]),
+        .testTarget(name: "SpoolRuntimeTests", dependencies: ["SpoolRuntime", "SpoolIO", "SpoolKV", "SpoolModel", "SpoolTestSupport", "SpoolQuant", "SpoolFormat", "SpoolKernels"]),
         .testTarget(name: "SpoolKVTests", dependencies: ["SpoolKV", "SpoolKernels", "SpoolTestSupport"]),
         .testTarget(name: "SpoolIOTests", dependencies: ["SpoolIO"]),
         .testTarget(name: "SpoolServerTests", dependencies: ["SpoolServer", "SpoolRuntime", "SpoolTestSupport"]),

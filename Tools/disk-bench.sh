@@ -2,8 +2,10 @@
 # Measures the disk with fio, bypassing the page cache (O_DIRECT): sequential read bandwidth, and
 # random reads of 4K, 32K and 128K (what partial-layer / hot-cold neuron reads would see).
 #
-#   Tools/disk-bench.sh [FILE] [--runtime SECONDS] [--bytes-per-token BYTES [--tok-s X]]
+#   Tools/disk-bench.sh [FILE] [--runtime SECONDS] [--seq-only] [--bytes-per-token BYTES [--tok-s X]]
 #
+# --seq-only runs only the sequential tests and prints one last line "seq_read_MBps N" (the better
+# queue depth), for scripts (Tools/stream-bench.sh).
 # FILE is read, never written (default: a 1 GiB scratch file made next to the model cache and
 # removed afterwards). With --bytes-per-token (bytes a decode step must read from disk, i.e. the
 # non-resident weights) it prints the disk bound in tokens/s, and with --tok-s a measured decode
@@ -14,12 +16,14 @@ file=""
 runtime=5
 bytes_per_token=""
 tok_s=""
+seq_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) runtime="$2"; shift 2 ;;
     --bytes-per-token) bytes_per_token="$2"; shift 2 ;;
     --tok-s) tok_s="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --seq-only) seq_only=1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) file="$1"; shift ;;
   esac
 done
@@ -60,6 +64,7 @@ printf '%-22s %8s MB/s\n' "sequential 1M qd256" "$deep_mb"
 read -r psync_mb psync_iops < <(run seqsync read 1M 1 psync 4)
 printf '%-22s %8s MB/s\n' "sequential 1M pread x4" "$psync_mb"
 if [ "${deep_mb%.*}" -gt "${seq_mb%.*}" ]; then seq_mb=$deep_mb; fi
+if [ "$seq_only" = 1 ]; then echo "seq_read_MBps $seq_mb"; exit 0; fi
 for bs in 4k 32k 128k; do
   read -r mb iops < <(run "rand$bs" randread "$bs" 32)
   printf '%-22s %8s MB/s %10s IOPS\n' "random $bs qd32" "$mb" "$iops"

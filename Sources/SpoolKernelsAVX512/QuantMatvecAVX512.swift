@@ -27,7 +27,7 @@ extension QuantAVX512 {
             permuteActivations(qx, dx, pairs: np, into: xp, dxv)
             let shifts = _mm512_mask_blend_epi64(0xF0, _mm512_setzero_si512(), _mm512_set1_epi16(4))
             let low = _mm512_set1_epi8(0x0F)
-            let order = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15)
+            let order = unsafeBitCast(SIMD16<Int32>(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15), to: __m512i.self)
             @inline(__always) func step(_ acc: __m256, _ macc: Float, _ row: UnsafeRawPointer, _ p: Int,
                                         _ x: __m512i, _ d: __m512) -> (__m256, Float) {
                 let b0 = row + 40 * p, b1 = b0 + 20

@@ -20,10 +20,11 @@ public enum ModelRegistry {
         return try loader(gguf, residentLayers)
     }
 
-    /// Builds the model stored in a .spool file.
-    public static func load(spool: SpoolFile) throws(ModelError) -> LanguageModel {
+    /// Builds the model stored in a .spool file; with `residentLayers` false the blocks are not
+    /// built (a streaming layer source supplies them).
+    public static func load(spool: SpoolFile, residentLayers: Bool = true) throws(ModelError) -> LanguageModel {
         let arch = spool.header.architecture
         guard arch == "llama" else { throw .unsupportedArchitecture(arch) }
-        return try LlamaModel(spool: spool)
+        return try LlamaModel(spool: spool, residentLayers: residentLayers)
     }
 }

@@ -45,7 +45,7 @@ public final class Engine {
     public let chatTemplate: String?
     public let loadSeconds: Double
     /// The streaming layer source when `options.streaming` is set.
-    public let streamedLayers: StreamedGGUFLayers?
+    public let streamedLayers: StreamedLayers?
     /// Makes caches as `options.kv` says; checked against the model when the engine loads.
     public let kvCaches: KVCacheFactory
 
@@ -56,11 +56,8 @@ public final class Engine {
         do {
             // The first bytes decide the format: .spool (packed by spool-pack) or GGUF.
             if SpoolFile.hasMagic(path: path) {
-                guard options.streaming == nil else {
-                    throw EngineError.load(path: path, reason: "streaming (--mem-budget, --profile) reads GGUF files so far; .spool streaming is not implemented yet")
-                }
                 let spool = try SpoolFile(path: path)
-                model = try ModelRegistry.load(spool: spool)
+                model = try ModelRegistry.load(spool: spool, residentLayers: options.streaming == nil)
                 tokenizer = try BPETokenizer(TokenizerVocabulary(spool: spool.header.tokenizer))
                 chatTemplate = spool.header.chatTemplate
             } else {
@@ -71,7 +68,10 @@ public final class Engine {
             }
             kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0))
             let loaded = model
-            streamedLayers = try options.streaming.map { s in try Engine.attachStreaming(loaded, path: path, options: s) }
+            let kv = kvCaches
+            streamedLayers = try options.streaming.map { s in
+                try Engine.attachStreaming(loaded, path: path, options: s, kv: kv, batchSize: options.batchSize)
+            }
         } catch let e as CustomStringConvertible & Error {
             throw EngineError.load(path: path, reason: e.description)
         }
@@ -81,29 +81,56 @@ public final class Engine {
 
     public var configuration: LlamaConfiguration { model.configuration }
 
-    /// Sets a streaming layer source on a GGUF Llama model. What stays outside the blocks: the
-    /// embedding and output weights, an f32 KV cache at the session context, and activation scratch
-    /// for a 512-token batch.
-    static func attachStreaming(_ model: LanguageModel, path: String, options: StreamingOptions) throws -> StreamedGGUFLayers {
-        guard let llama = model as? LlamaModel, let loader = llama.ggufLoader else {
-            throw EngineError.load(path: path, reason: "streaming needs a GGUF Llama model")
+    /// Sets a streaming layer source on a Llama model (GGUF or .spool), planned by `streamingFixedBytes`.
+    static func attachStreaming(_ model: LanguageModel, path: String, options: StreamingOptions, kv: KVCacheFactory,
+                                batchSize: Int) throws -> StreamedLayers {
+        guard let llama = model as? LlamaModel else { throw EngineError.load(path: path, reason: "streaming needs a Llama model") }
+        let fixed = streamingFixedBytes(llama, options: options, kv: kv, batchSize: batchSize)
+        let source: StreamedLayers
+        if let loader = llama.spoolLoader {
+            source = try StreamedLayers.spool(path: path, loader: loader, fixedBytes: fixed, options: options)
+        } else if let loader = llama.ggufLoader {
+            source = try StreamedLayers.gguf(path: path, loader: loader, fixedBytes: fixed, options: options)
+        } else {
+            throw EngineError.load(path: path, reason: "streaming needs a model loaded from a GGUF or .spool file")
         }
-        let c = llama.configuration
-        let context = min(options.contextLength ?? 4096, c.contextLength)
-        let fixed: [(name: String, bytes: Int)] = [
-            ("embedding and output", llama.weightBytes),
-            ("kv cache", 2 * c.layers * c.kvDim * context * 4),
-            ("activations", 512 * (4 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim) * 4),
-        ]
-        let source = try StreamedGGUFLayers(path: path, loader: loader, fixedBytes: fixed, options: options)
         llama.layerSource = source
         return source
+    }
+
+    /// What stays in memory outside the blocks when streaming, as the run will really use it:
+    /// - the embedding and LM head (used in place from the file's mapping; they are touched every
+    ///   token, so their pages stay resident);
+    /// - the KV cache as configured (f16 by default, or KIVI), at the planned context;
+    /// - activation scratch for the largest forward pass: a prefill batch, at most the context.
+    static func streamingFixedBytes(_ llama: LlamaModel, options: StreamingOptions, kv: KVCacheFactory,
+                                    batchSize: Int) -> [(name: String, bytes: Int)] {
+        let c = llama.configuration
+        let context = streamingContext(options, c)
+        var kvBytes = kv.makeCache(capacity: 0).bytesPerToken * Double(context)
+        if kv.configuration.isQuantized {
+            // KIVI keeps its residual window and sink tokens in f16 beside the packed store.
+            let f16Tokens = kv.configuration.residual + kv.configuration.sink
+            kvBytes += Double(f16Tokens * 2 * c.layers * c.kvDim * 2)
+        }
+        return [
+            ("embedding and output", llama.weightBytes),
+            ("kv cache (\(kv.configuration.bits)-bit, \(context) tokens)", Int(kvBytes.rounded(.up))),
+            ("activations", LlamaModel.scratchBytes(c, tokens: min(batchSize, context), contextLength: context)),
+        ]
+    }
+
+    /// The context the streaming plan holds a KV cache for; sessions default to it.
+    static func streamingContext(_ options: StreamingOptions, _ c: LlamaConfiguration) -> Int {
+        min(options.contextLength ?? 4096, c.contextLength)
     }
 
     /// A KV cache for `capacity` tokens, stored as `options.kv` says.
     public func makeCache(capacity: Int) -> KVCache { kvCaches.makeCache(capacity: capacity) }
 
     public func makeSession(contextLength: Int? = nil) -> Session {
-        Session(engine: self, contextLength: min(contextLength ?? 4096, configuration.contextLength))
+        // Streaming budgeted the KV cache for its context: a session defaults to that one.
+        let planned = options.streaming.map { Engine.streamingContext($0, configuration) }
+        return Session(engine: self, contextLength: min(contextLength ?? planned ?? 4096, configuration.contextLength))
     }
 }

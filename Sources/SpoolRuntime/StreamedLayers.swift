@@ -22,30 +22,32 @@ public struct StreamingOptions: Sendable {
     }
 }
 
-/// The blocks of a GGUF Llama model, streamed: block i is one extent of the file (its tensors are
-/// stored together), read into a ring buffer and wrapped in weights that view the buffer. Resident
-/// blocks are read once and kept.
-public final class StreamedGGUFLayers: LayerSource {
+/// The blocks of a Llama model, streamed: block i is one extent of the file (its tensors are stored
+/// together), read into a ring buffer and wrapped in weights that view the buffer. Resident blocks
+/// are read once and kept. The file format only decides where the extents are, how a block is built
+/// over its bytes, and how an extent is verified (see `gguf` here and `spool` in
+/// StreamedSpoolLayers.swift).
+public final class StreamedLayers: LayerSource {
+    /// Builds block i's weights as views into `bytes` (its extent), kept alive by `owner`.
+    public typealias Build = (_ layer: Int, _ bytes: UnsafeRawBufferPointer, _ owner: AnyObject) throws -> LlamaLayer
+
     public let plan: MemoryPlanner.Plan
     public let streamer: LayerStreamer
     /// Why io_uring was not used, if it was asked for and could not start (one log line).
     public let fallbackReason: String?
     public let backend: IOBackend
-    private let loader: LlamaGGUFLoader
-    private let extents: [Extent]
+    public let extents: [Extent]
+    private let build: Build
     private var residentLayers: [Int: LlamaLayer] = [:]
 
-    /// - Parameter fixedBytes: memory outside the blocks (embeddings, KV cache, scratch), named.
-    public init(path: String, loader: LlamaGGUFLoader, fixedBytes: [(name: String, bytes: Int)], options: StreamingOptions) throws {
-        self.loader = loader
-        let gguf = loader.gguf
-        var extents: [Extent] = []
-        for i in 0..<loader.configuration.layers {
-            let tensors = try loader.layerTensors(i)
-            let start = tensors.map(\.offset).min()!, end = tensors.map { $0.offset + $0.byteCount }.max()!
-            extents.append(Extent(offset: gguf.dataOffset + start, length: end - start))
-        }
+    /// - Parameters:
+    ///   - extents: block i's extent of the file at `path`.
+    ///   - fixedBytes: memory outside the blocks (embeddings, KV cache, scratch), named.
+    ///   - verify: checks an extent's bytes on its first read (a throw fails the read).
+    public init(path: String, extents: [Extent], fixedBytes: [(name: String, bytes: Int)], options: StreamingOptions,
+                verify: LayerStreamer.Verify? = nil, build: @escaping Build) throws {
         self.extents = extents
+        self.build = build
         plan = try MemoryPlanner.plan(.init(
             fixed: fixedBytes, layerBytes: extents.map { LayerStreamer.bufferBytes([$0]) },
             budget: options.memoryBudget, prefetchDepth: options.prefetchDepth))
@@ -53,20 +55,15 @@ public final class StreamedGGUFLayers: LayerSource {
         fallbackReason = opened.fallbackReason
         backend = opened.fallbackReason == nil ? options.backend : .pread
         streamer = try LayerStreamer(reader: opened.reader, layers: extents.map { [$0] }, resident: Set(plan.resident),
-                                     prefetchDepth: options.prefetchDepth)
+                                     prefetchDepth: options.prefetchDepth, verify: verify)
     }
 
     public func acquire(_ layer: Int) throws -> LlamaLayer {
         if let l = residentLayers[layer] { return l }
         let view = try streamer.acquire(layer)
-        let buffer = view.parts[0], base = extents[layer].offset - loader.gguf.dataOffset
-        let built = try loader.layer(layer, bytes: { t throws(ModelError) in
-            let lo = t.offset - base
-            guard lo >= 0, lo + t.byteCount <= buffer.count else {
-                throw .invalidTensorData(tensor: t.name, reason: "outside its block's extent")
-            }
-            return UnsafeRawBufferPointer(rebasing: buffer[lo..<(lo + t.byteCount)])
-        }, owner: self)
+        // The streamer owns the buffers: weights hold it, not this source (no cycle through the
+        // resident layers kept here).
+        let built = try build(layer, view.parts[0], streamer)
         if view.isResident { residentLayers[layer] = built }
         return built
     }
@@ -76,4 +73,29 @@ public final class StreamedGGUFLayers: LayerSource {
     }
 
     public var stats: StreamStats { streamer.stats }
+}
+
+extension StreamedLayers {
+    /// A GGUF Llama model's blocks: block i's extent spans its tensors (the converter stores them
+    /// together). GGUF has no checksums, so nothing is verified.
+    public static func gguf(path: String, loader: LlamaGGUFLoader, fixedBytes: [(name: String, bytes: Int)],
+                            options: StreamingOptions) throws -> StreamedLayers {
+        let gguf = loader.gguf
+        var extents: [Extent] = []
+        for i in 0..<loader.configuration.layers {
+            let tensors = try loader.layerTensors(i)
+            let start = tensors.map(\.offset).min()!, end = tensors.map { $0.offset + $0.byteCount }.max()!
+            extents.append(Extent(offset: gguf.dataOffset + start, length: end - start))
+        }
+        return try StreamedLayers(path: path, extents: extents, fixedBytes: fixedBytes, options: options) { layer, buffer, owner in
+            let base = extents[layer].offset - gguf.dataOffset
+            return try loader.layer(layer, bytes: { t throws(ModelError) in
+                let lo = t.offset - base
+                guard lo >= 0, lo + t.byteCount <= buffer.count else {
+                    throw .invalidTensorData(tensor: t.name, reason: "outside its block's extent")
+                }
+                return UnsafeRawBufferPointer(rebasing: buffer[lo..<(lo + t.byteCount)])
+            }, owner: owner)
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import SpoolIO
+import SpoolKV
 import SpoolModel
 import SpoolRuntime
 import SpoolTestSupport
@@ -10,8 +11,8 @@ import XCTest
 final class StreamingTests: XCTestCase {
     static let prompt = "Once upon a time"
     static let tokens = 24
-    /// 60 MiB with a 256-token context: the planner keeps no block resident beyond its ring of 3
-    /// buffers (the blocks are 63 MiB of the file's 92 MiB; the rest is the tied embedding).
+    /// 60 MiB with a 256-token context: the planner keeps a few blocks resident beside its ring of
+    /// 3 buffers (the blocks are 63 MiB of the file's 92 MiB; the rest is the tied embedding).
     static let budget = 60 << 20
 
     func path() throws -> String {
@@ -59,6 +60,26 @@ final class StreamingTests: XCTestCase {
         s.backend = .pread
         options.streaming = s
         XCTAssertEqual(try greedy(options, path: path).0, fallback)
+    }
+
+    /// The planner counts the KV cache as configured: at context 2048 an f16 cache is 45 MiB
+    /// smaller than an f32 one (2 × 30 layers × 192 × 2048 × 2 bytes), and those bytes keep blocks
+    /// resident instead.
+    func testPlanCountsTheConfiguredKVCache() throws {
+        let path = try path()
+        func plan(bits: Int) throws -> MemoryPlanner.Plan {
+            var options = EngineOptions(threads: 1, kv: KVCacheConfiguration(bits: bits))
+            var s = StreamingOptions(memoryBudget: 150 << 20)
+            s.contextLength = 2048
+            options.streaming = s
+            return try XCTUnwrap(try Engine(path: path, options: options).streamedLayers?.plan)
+        }
+        let f32 = try plan(bits: 32), f16 = try plan(bits: 16), kivi = try plan(bits: 4)
+        XCTAssertEqual(f32.fixedBytes - f16.fixedBytes, 2 * 30 * 192 * 2048 * 2)
+        XCTAssertLessThan(kivi.fixedBytes, f16.fixedBytes)
+        XCTAssertGreaterThan(f16.resident.count, f32.resident.count)
+        XCTAssertGreaterThanOrEqual(kivi.resident.count, f16.resident.count)
+        for p in [f32, f16, kivi] { XCTAssertLessThanOrEqual(p.totalBytes, 150 << 20) }
     }
 
     func testBudgetTooSmallIsRefusedWithTheMinimum() throws {

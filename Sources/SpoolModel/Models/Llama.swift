@@ -43,6 +43,8 @@ public final class LlamaModel: LanguageModel {
     public var layerSource: LayerSource?
     /// How the GGUF layers were built, for a streaming source to build them again from its buffers.
     public private(set) var ggufLoader: LlamaGGUFLoader?
+    /// The same for a .spool file (set by `init(spool:residentLayers:)`).
+    public internal(set) var spoolLoader: LlamaSpoolLoader?
     private let scratch = Scratch()
     /// Called after each stage of `forward` with llama.cpp's tensor name for it ("Qcur-3",
     /// "ffn_out-3", "result_output" ...) and the values, (tokens, width) row-major, so intermediate
@@ -194,4 +196,16 @@ final class Scratch {
     }
 
     deinit { free() }
+}
+
+extension LlamaModel {
+    /// Activation memory of a forward pass over `tokens` tokens with up to `contextLength` cached:
+    /// the `Scratch` buffers, one row of logits (`.last`; a caller asking for every row adds its
+    /// own), the 8-bit activation copies of block-quantized weights (one byte per value and two
+    /// floats per 32), and a row of attention scores per head. What the streaming planner counts.
+    public static func scratchBytes(_ c: LlamaConfiguration, tokens: Int, contextLength: Int) -> Int {
+        let floatsPerToken = 2 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim
+        let q8 = tokens * max(c.dim, c.qDim, c.ffnDim) * 5 / 4
+        return tokens * floatsPerToken * 4 + c.vocabSize * 4 + q8 + c.heads * contextLength * 4
+    }
 }

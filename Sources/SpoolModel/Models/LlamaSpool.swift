@@ -17,53 +17,106 @@ extension LlamaConfiguration {
     }
 }
 
+/// Builds Llama weights from .spool tensors, reading each tensor's bytes through a caller-supplied
+/// function: the file's mapping for a resident model (checksums verified on an extent's first
+/// read), or a buffer holding one streamed block's extent (the streamer verifies it).
+public struct LlamaSpoolLoader {
+    public let spool: SpoolFile
+    public let configuration: LlamaConfiguration
+    /// One 8-bit activation buffer for all packed weights (one forward pass runs at a time),
+    /// streamed blocks included.
+    let activations = Q8Activations()
+
+    public typealias Bytes = (SpoolTensor) throws(ModelError) -> UnsafeRawBufferPointer
+
+    public init(spool: SpoolFile) throws(ModelError) {
+        self.spool = spool
+        configuration = try LlamaConfiguration(spool: spool.header)
+    }
+
+    /// Tensor bytes from the file's mapping, after its extent's checksum.
+    public var mapped: Bytes {
+        { [spool] t throws(ModelError) in
+            do throws(SpoolError) { return try spool.data(of: t) } catch { throw .spool(error) }
+        }
+    }
+
+    public func tensor(_ name: String, _ shape: [Int]) throws(ModelError) -> SpoolTensor {
+        guard let t = spool.tensor(named: name) else { throw .spool(.missingTensor(name)) }
+        guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
+        return t
+    }
+
+    /// A (rows, cols) weight: packed groups are used in place (`PackedWeight`, kept alive by
+    /// `owner`, default the file's mapping); float32 ones are copied into a `DenseWeight`.
+    public func matrix(_ name: String, rows: Int, cols: Int, bytes: Bytes, owner: AnyObject? = nil) throws(ModelError) -> LinearWeight {
+        let t = try tensor(name, [rows, cols])
+        let data = try bytes(t)
+        if t.bits == QuantLayout.floatBits {
+            guard data.count == rows * cols * 4 else { throw .spool(.sizeMismatch(tensor: name, expected: rows * cols * 4, actual: data.count)) }
+            let w = DenseWeight(rows: rows, cols: cols)
+            for i in 0..<(rows * cols) { w.values[i] = Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            return w
+        }
+        return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: data, owner: owner ?? spool, name: name,
+                                activations: activations)
+    }
+
+    public func vector(_ name: String, _ n: Int, bytes: Bytes) throws(ModelError) -> [Float] {
+        let t = try tensor(name, [n])
+        guard t.bits == QuantLayout.floatBits else { throw .spool(.badEncoding(tensor: name, bits: t.bits, group: t.group)) }
+        let data = try bytes(t)
+        guard data.count == n * 4 else { throw .spool(.sizeMismatch(tensor: name, expected: n * 4, actual: data.count)) }
+        return (0..<n).map { Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+    }
+
+    /// The index (into the header's extents) of block i's extent, which holds all of its tensors.
+    public func layerExtent(_ i: Int) throws(ModelError) -> Int {
+        let extents = spool.header.extents
+        guard let e = extents.firstIndex(where: { $0.layer == i }) else { throw .spool(.missingTensor("blk.\(i) (no extent for layer \(i))")) }
+        for suffix in LlamaGGUFLoader.layerTensorSuffixes {
+            guard let t = spool.tensor(named: "blk.\(i).\(suffix)") else { throw .spool(.missingTensor("blk.\(i).\(suffix)")) }
+            guard t.extent == e else {
+                throw .invalidTensorData(tensor: t.name, reason: "stored outside its block's extent \(extents[e].name), so the block cannot be streamed as one read")
+            }
+        }
+        return e
+    }
+
+    /// Block i's weights.
+    public func layer(_ i: Int, bytes: Bytes, owner: AnyObject? = nil) throws(ModelError) -> LlamaLayer {
+        let c = configuration, p = "blk.\(i)."
+        return LlamaLayer(
+            attnNorm: try vector(p + "attn_norm.weight", c.dim, bytes: bytes),
+            wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim, bytes: bytes, owner: owner),
+            wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
+            wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
+            wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim, bytes: bytes, owner: owner),
+            ffnNorm: try vector(p + "ffn_norm.weight", c.dim, bytes: bytes),
+            wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
+            wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
+            wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim, bytes: bytes, owner: owner))
+    }
+}
+
 extension LlamaModel {
     /// Loads a .spool file: quantized matrices stay packed in the mapping (`PackedWeight`), float32
     /// tensors become `DenseWeight`s or plain arrays. Every extent's checksum is verified as its
-    /// tensors are first read.
-    public convenience init(spool: SpoolFile) throws(ModelError) {
-        let c = try LlamaConfiguration(spool: spool.header)
-        // One 8-bit activation buffer for all packed weights (one forward pass runs at a time).
-        let activations = Q8Activations()
-        func tensor(_ name: String, _ shape: [Int]) throws(ModelError) -> (SpoolTensor, UnsafeRawBufferPointer) {
-            guard let t = spool.tensor(named: name) else { throw .spool(.missingTensor(name)) }
-            guard t.shape == shape else { throw .format(.tensorShapeMismatch(tensor: name, expected: shape, actual: t.shape)) }
-            do { return (t, try spool.data(of: t)) } catch { throw .spool(error) }
-        }
-        func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> LinearWeight {
-            let (t, bytes) = try tensor(name, [rows, cols])
-            if t.bits == QuantLayout.floatBits {
-                let w = DenseWeight(rows: rows, cols: cols)
-                for i in 0..<(rows * cols) { w.values[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-                return w
-            }
-            return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: bytes, owner: spool, name: name,
-                                    activations: activations)
-        }
-        func vector(_ name: String, _ n: Int) throws(ModelError) -> [Float] {
-            let (t, bytes) = try tensor(name, [n])
-            guard t.bits == QuantLayout.floatBits else { throw .spool(.badEncoding(tensor: name, bits: t.bits, group: t.group)) }
-            return (0..<n).map { Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
-        }
-        let embedding = try matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim)
+    /// tensors are first read. With `residentLayers` false no block is built: a `layerSource`
+    /// (streaming, see `spoolLoader`) must be set before `forward`.
+    public convenience init(spool: SpoolFile, residentLayers: Bool = true) throws(ModelError) {
+        let loader = try LlamaSpoolLoader(spool: spool)
+        let c = loader.configuration
+        let embedding = try loader.matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
         var layers: [LlamaLayer] = []
-        for i in 0..<c.layers {
-            let p = "blk.\(i)."
-            layers.append(LlamaLayer(
-                attnNorm: try vector(p + "attn_norm.weight", c.dim),
-                wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim),
-                wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim),
-                wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim),
-                wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim),
-                ffnNorm: try vector(p + "ffn_norm.weight", c.dim),
-                wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim),
-                wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim),
-                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim)))
+        if residentLayers {
+            for i in 0..<c.layers { layers.append(try loader.layer(i, bytes: loader.mapped)) }
         }
-        let outputNorm = try vector("output_norm.weight", c.dim)
+        let outputNorm = try loader.vector("output_norm.weight", c.dim, bytes: loader.mapped)
         let output = spool.tensor(named: "output.weight") == nil
             ? embedding
-            : try matrix("output.weight", rows: c.vocabSize, cols: c.dim)
+            : try loader.matrix("output.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
         self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+        spoolLoader = loader
     }
 }
