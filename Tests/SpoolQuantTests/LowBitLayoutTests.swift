@@ -73,4 +73,27 @@ final class LowBitLayoutTests: XCTestCase {
             if bits < 4 { XCTAssertLessThan(refinedTotal, 0.98 * searchTotal, "bits \(bits): refinement should pay at low bit widths") }
         }
     }
+
+    /// With an importance per value (some columns far more active than others), the weighted fit
+    /// lowers the importance-weighted squared error against the unweighted fit, summed over groups.
+    func testImportanceWeightedFitLowersWeightedError() {
+        for bits in [2, 3] {
+            let maxQ = (1 << bits) - 1
+            var g = LCG(s: UInt64(90 + bits))
+            var weightedTotal: Float = 0, plainTotal: Float = 0
+            for _ in 0..<200 {
+                let v = (0..<64).map { _ in g.next() + g.next() + g.next() }
+                let a = (0..<64).map { _ in g.next() > 0.8 ? Float(100) : Float(1) }
+                v.withUnsafeBufferPointer { p in
+                    a.withUnsafeBufferPointer { w in
+                        let weighted = GroupGrid.fit(p.baseAddress!, count: 64, maxQ: maxQ, importance: w.baseAddress!)
+                        let plain = GroupGrid.fit(p.baseAddress!, count: 64, maxQ: maxQ)
+                        weightedTotal += weighted.error(p.baseAddress!, count: 64, stride: 1, maxQ: maxQ, importance: w.baseAddress!)
+                        plainTotal += plain.error(p.baseAddress!, count: 64, stride: 1, maxQ: maxQ, importance: w.baseAddress!)
+                    }
+                }
+            }
+            XCTAssertLessThan(weightedTotal, 0.95 * plainTotal, "bits \(bits)")
+        }
+    }
 }
