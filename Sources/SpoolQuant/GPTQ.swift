@@ -43,11 +43,14 @@ public struct GPTQOptions: Sendable {
     public var blockSize = 128
     /// Process columns in order of decreasing Hessian diagonal.
     public var actOrder = false
+    /// Fit each group's grid weighting every column's error by its Hessian diagonal (mean x²).
+    public var weightedGrid = true
 
-    public init(damping: Float = 0.01, blockSize: Int = 128, actOrder: Bool = false) {
+    public init(damping: Float = 0.01, blockSize: Int = 128, actOrder: Bool = false, weightedGrid: Bool = true) {
         self.damping = damping
         self.blockSize = blockSize
         self.actOrder = actOrder
+        self.weightedGrid = weightedGrid
     }
 }
 
@@ -64,10 +67,17 @@ public enum GPTQ {
         public let perm: [Int]
         /// (cols, cols) upper triangular, Uᵀ U = (H + λI)⁻¹ in `perm` order.
         public let u: [Float]
+        /// Per original column: H_ii + λ, the weight of that column's error in the grid fit (dead
+        /// inputs get only λ, so they barely pull the grid).
+        public let importance: [Float]
     }
 
     public static func factor(hessian: [Float], cols: Int, options: GPTQOptions = GPTQOptions(), name: String = "") throws(QuantError) -> Factor {
         var h = hessian
+        var rawMean: Float = 0
+        for i in 0..<cols { rawMean += hessian[i * cols + i] }
+        rawMean /= Float(cols)
+        let importance = (0..<cols).map { hessian[$0 * cols + $0] + options.damping * rawMean }
         // Dead inputs (never active in calibration): their weights cannot matter; keep H invertible.
         for i in 0..<cols where h[i * cols + i] == 0 { h[i * cols + i] = 1 }
         // Column order: natural, or by decreasing H diagonal (act-order).
@@ -85,7 +95,7 @@ public enum GPTQ {
         for _ in 0..<6 {
             var hd = h
             for i in 0..<cols { hd[i * cols + i] += damping * meanDiag }
-            if let u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols) { return Factor(cols: cols, perm: perm, u: u) }
+            if let u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols) { return Factor(cols: cols, perm: perm, u: u, importance: importance) }
             // Not positive definite in float32: damp harder, as GPTQ implementations do.
             damping *= 10
         }
@@ -114,6 +124,7 @@ public enum GPTQ {
         for (i, c) in perm.enumerated() { position[c] = i }
         var gridReady = [Bool](repeating: false, count: gpr)
         var groupVals = [Float](repeating: 0, count: g)
+        let weighted = options.weightedGrid && factor.importance.count == cols
         let bs = options.blockSize
         var err = [Float](repeating: 0, count: rows * bs)   // (rows, block) scaled errors
         var ut = [Float](repeating: 0, count: cols * bs)    // (remaining cols, block) transpose of U's block rows
@@ -132,8 +143,10 @@ public enum GPTQ {
                             // The grid comes from the group's current (error-compensated) weights.
                             for r in 0..<rows {
                                 for k in 0..<g { groupVals[k] = W[r * cols + position[grp * g + k]] }
-                                out.grids[r * gpr + grp] = groupVals.withUnsafeBufferPointer {
-                                    GroupGrid.fit($0.baseAddress!, count: g, maxQ: maxQ)
+                                out.grids[r * gpr + grp] = groupVals.withUnsafeBufferPointer { v in
+                                    factor.importance.withUnsafeBufferPointer { imp in
+                                        GroupGrid.fit(v.baseAddress!, count: g, maxQ: maxQ, importance: weighted ? imp.baseAddress! + grp * g : nil)
+                                    }
                                 }
                             }
                             gridReady[grp] = true

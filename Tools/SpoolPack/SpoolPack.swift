@@ -44,6 +44,9 @@ struct SpoolPack: ParsableCommand {
     @Flag(name: .customLong("act-order"), help: "GPTQ: quantize columns in order of decreasing Hessian diagonal.")
     var actOrder = false
 
+    @Flag(name: .customLong("unweighted-grid"), help: "GPTQ: fit group grids on plain squared error, not weighted by the Hessian diagonal.")
+    var unweightedGrid = false
+
     @Option(help: "GPTQ damping as a fraction of the mean Hessian diagonal.")
     var damp: Float = 0.01
 
@@ -91,7 +94,7 @@ struct SpoolPack: ParsableCommand {
         let m = PackMethod(rawValue: method)!
         let keepItems = try parseKeep()
         var options = PackOptions(spec: try QuantSpec(bits: bits, group: group), method: m, keep: keepItems.bits,
-                                  gptq: GPTQOptions(damping: damp, actOrder: actOrder), sequenceLength: seqLen)
+                                  gptq: GPTQOptions(damping: damp, actOrder: actOrder, weightedGrid: !unweightedGrid), sequenceLength: seqLen)
         options.keepGroup = keepItems.groups
         let packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
