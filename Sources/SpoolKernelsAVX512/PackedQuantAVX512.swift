@@ -120,7 +120,7 @@ extension QuantAVX512 {
 
     @inline(__always)
     static func unpackPacked(_ a: PackedMatmulArgs, _ tile: Tile, r0: Int, nr: Int) {
-        let nb = a.cols / 32, rb = a.rowBytes, cb = 4 * a.bits, np = tile.np, nc = tile.nc, groups = a.cols / a.group
+        let nb = a.cols / 32, rb = a.rowBytes, cb = 4 * a.bits, np = tile.np, groups = a.cols / a.group
         let shift = a.group == 32 ? 0 : (a.group == 64 ? 1 : 2)
         let wm = tile.aux.assumingMemoryBound(to: Float.self)
         for i in 0..<nr {
@@ -129,10 +129,11 @@ extension QuantAVX512 {
                 let g = b >> shift
                 _mm256_store_si256(OpaquePointer(tile.wq + i * np * 64 + b * 32), unpackChunk(row + b * cb, bits: a.bits))
                 _mm256_store_ps(tile.dw + i * np * 16 + b * 8, _mm256_set1_ps(f16(sc, 4 * g)))
-                wm[i * nc + b] = f16(sc, 4 * g + 2)
+                wm[b * rowTile + i] = f16(sc, 4 * g + 2)
             }
-            for b in nb..<nc { wm[i * nc + b] = 0 }
         }
+        // The offsets are block-major (see `QuantAVX512.Tile`): zero the rows past nr.
+        for b in 0..<nb { for i in nr..<rowTile { wm[b * rowTile + i] = 0 } }
         zeroPadding(tile, nb: nb, nr: nr, auxIsPairs: false)
     }
 
