@@ -195,7 +195,7 @@ struct KIVILayout {
         keyHighRowBytes = group * Self.keyHighBits / 8
         keyHeadBytes = 2 * keyHighPairs * keyHighRowBytes + (headDim - 2 * keyHighPairs - 2 * keyZeroPairs) * keyRowBytes
         valueTokenBytes = kvDim * valueBits / 8
-        valueGroup = c.resolvedValueGroup
+        valueGroup = c.resolvedValueGroup(kvDim: g.kvDim)
         valueGroups = kvDim / valueGroup
         let cap = max(0, g.capacity)
         packedCapacity = group * ((max(0, cap - c.sink - residual) + group - 1) / group)

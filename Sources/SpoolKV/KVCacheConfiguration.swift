@@ -49,15 +49,18 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// split by channel, as KVQuant keeps outliers apart); the pair order costs one byte per pair
     /// and group. nil: the default for the bit width.
     public var keyOutlierPairs: Int? = nil
-    public var resolvedKeyOutlierPairs: Int { keyOutlierPairs ?? 0 }
+    public var resolvedKeyOutlierPairs: Int { keyOutlierPairs ?? (bits == 2 ? 8 : 0) }
     /// KIVI pre-RoPE keys: in every key group, the rotary pairs of each head with the narrowest
     /// ranges keep no codes, only their zero point set to the middle of their range; their bits pay
     /// for the 4-bit outlier pairs. nil: the default for the bit width.
     public var keyDroppedPairs: Int? = nil
-    public var resolvedKeyDroppedPairs: Int { keyDroppedPairs ?? 0 }
+    public var resolvedKeyDroppedPairs: Int { keyDroppedPairs ?? (bits == 2 ? 8 : 0) }
 
-    /// Channels per value group, with nil resolved.
-    public var resolvedValueGroup: Int { valueGroup ?? group }
+    /// Channels per value group, with nil resolved: 2 * group at 2 bits where that divides the
+    /// key/value width (it pays for the window and the 4-bit key pairs within 0.2x of f16), else group.
+    public func resolvedValueGroup(kvDim: Int) -> Int {
+        valueGroup ?? (bits == 2 && kvDim % (2 * group) == 0 ? 2 * group : group)
+    }
     public var resolvedKeyClip: Int { keyClip ?? 0 }
     public var resolvedValueClip: Int { valueClip ?? 0 }
 
@@ -87,7 +90,7 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
         guard group >= 8, group % 8 == 0 else { throw .badGroup(group) }
         guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
         guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }
-        let vg = resolvedValueGroup
+        let vg = resolvedValueGroup(kvDim: kvHeads * headDim)
         guard vg >= 8, vg % 8 == 0 else { throw .badGroup(vg) }
         guard (kvHeads * headDim) % vg == 0 else { throw .groupDoesNotDivideKVDim(group: vg, kvDim: kvHeads * headDim) }
         if let p = keyOutlierPairs, p < 0 || 2 * p > headDim { throw .badOutlierPairs(p, headDim: headDim) }

@@ -103,7 +103,7 @@ final class KIVICacheTests: XCTestCase {
         }
     }
 
-    func testOutlierPairsKeepWidestPairsAtFourBits() throws {
+    func testKeyPairSplitKeepsWidestPairsAtFourBitsAndDropsNarrowest() throws {
         var g = smallGeometry
         g.ropeDims = 64
         g.capacity = 256
@@ -111,9 +111,11 @@ final class KIVICacheTests: XCTestCase {
         var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
         config.keysBeforeRoPE = true
         config.keyOutlierPairs = 4
+        config.keyDroppedPairs = 6
         config.keyClip = 0
         let cache = try KIVICache(geometry: g, configuration: config)
-        XCTAssertEqual(cache.layout.keyHeadBytes, 8 * 16 + 56 * 8)
+        // 8 channels at 4 bits, 12 without codes, 44 at 2 bits, 32 tokens.
+        XCTAssertEqual(cache.layout.keyHeadBytes, 8 * 16 + 44 * 8)
         try storeAndAttend(cache, data, from: 0, to: 150, pool: pool)
         checkPreRoPEKernel(cache, query: Array(data.queries[0..<64]), groups: 3)
         let out = try storeAndAttend(cache, data, from: 150, to: 180, pool: pool)
@@ -126,7 +128,10 @@ final class KIVICacheTests: XCTestCase {
                 cache.layout.pairOrder(l.keyMasks, group: gi, head: h, into: &bytes)
                 let order = bytes.map(Int.init)
                 XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h)].nonzeroBitCount, 4)
-                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h) + 1].nonzeroBitCount, 0)
+                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h) + 1].nonzeroBitCount, 6)
+                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h)] & l.keyMasks[2 * (gi * 3 + h) + 1], 0)
+                // Pairs without codes are their zero alone.
+                for pair in order.suffix(6) { XCTAssertEqual(l.keyScale[gi * 192 + h * 64 + 2 * pair], 0) }
                 XCTAssertEqual(Set(order), Set(0..<32))
                 func width(_ pair: Int) -> Float {
                     (0..<2).reduce(Float(0)) { acc, e in
@@ -136,7 +141,7 @@ final class KIVICacheTests: XCTestCase {
                         return acc + w * w
                     }
                 }
-                let narrowestHigh = order.prefix(4).map(width).min()!, widestLow = order.dropFirst(4).map(width).max()!
+                let narrowestHigh = order.prefix(4).map(width).min()!, widestLow = order[4..<26].map(width).max()!
                 // Widths as the stored scales see them (f16, possibly clipped): allow their rounding.
                 XCTAssertGreaterThanOrEqual(narrowestHigh, widestLow * 0.99, "group \(gi) head \(h)")
             }
@@ -258,11 +263,26 @@ final class KIVICacheTests: XCTestCase {
     func testMemoryAtContext2048() throws {
         let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048)
         let f16 = FloatKVCache(geometry: g, precision: .f16)
-        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2, group: 32, residual: 32, sink: 0))
+        var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 0)
+        config.valueGroup = 32
+        let k2 = try KIVICache(geometry: g, configuration: config)
         XCTAssertEqual(f16.allocatedBytes, 2048 * 23040)
         // 2-bit codes plus f16 scale and zero per 32: 3 bits per element.
         XCTAssertEqual(k2.bytesPerToken, 30 * 144)
         // Packed store for 2016 tokens plus a 32-token f16 window.
         XCTAssertEqual(k2.allocatedBytes, 2016 * 30 * 144 + 32 * 23040)
+    }
+
+    /// The memory target: the default 2-bit cache for this model at context 2048, with every
+    /// table it keeps and the staging rows a decode step holds, is at most 0.2x of an f16 cache.
+    func testDefaultTwoBitCacheAtContext2048IsAtMostOneFifthOfF16() throws {
+        let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048, ropeDims: 64, ropeBase: 100_000)
+        let f16 = FloatKVCache(geometry: g, precision: .f16)
+        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2))
+        XCTAssertNotNil(k2.rotation)
+        let decodeStaging = 2 * (k2.residual + 1) * g.kvDim * 2
+        let ratio = Double(k2.allocatedBytes + decodeStaging) / Double(f16.allocatedBytes)
+        print("KV 2 bits at context 2048: \(ratio)x of f16")
+        XCTAssertLessThanOrEqual(ratio, 0.2)
     }
 }
