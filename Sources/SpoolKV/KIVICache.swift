@@ -33,11 +33,27 @@ import SpoolKernels
 /// within 1% and keeps the cheap path. Most of the 2-bit loss is in the keys:
 /// keys 2 / values 8 bits 23.72, keys 8 / values 2 bits 22.65 (3 chunks, post-RoPE).
 ///
+/// Key pair split (pre-RoPE keys). Per head and group, the error of a per-channel 2-bit key is
+/// dominated by the few rotary pairs with the widest ranges. So each group stores the widest
+/// `keyOutlierPairs` pairs with 4-bit codes and, to pay for them, the narrowest `keyDroppedPairs`
+/// pairs with no codes at all (their zero is the middle of their range); two 64-bit masks per head
+/// and group record the split. Measured on wiki.test, context 512, 10 chunks (f16 cache 25.63):
+/// plain 2-bit (values over 32 channels) 28.97 (+13.0%, 0.204x of f16 at context 2048);
+/// 4 widest pairs at 4 bits 26.98 (+5.3%), 8 pairs 26.60 (+3.8%), but both over 0.2x;
+/// within 0.2x: 4 pairs + values over 64 channels 27.47, 8 pairs + 8 dropped + values over 64
+/// channels 27.47 (+7.2%, 0.190x, the default), 12 + 12 dropped 27.60, 8 + 12 dropped (values
+/// over 32) 27.55, 6 + 10 dropped 27.60. A clipping search on the key ranges (`keyClip`, least
+/// squared error) did not help (4 pairs: 26.98 -> 27.02): the extreme keys are the ones that
+/// matter for the scores. Over 40 chunks: f16 22.55, the 2-bit default 24.36 (+8.0%; before
+/// the split +16.5%).
+///
 /// Storage per layer:
-/// - keyCodes  (packed groups, kvDim channels, G * bits / 8 bytes): channel-major per group
+/// - keyCodes  (packed groups, kvHeads, keyHeadBytes): per head, channel rows of G codes: the
+///   4-bit rows of the widest pairs, then the `bits` rows, in `KIVILayout.pairOrder`
+/// - keyMasks  (groups, kvHeads, 2) UInt64: the widest and the dropped pairs (only with a split)
 /// - keyScale, keyZero  (groups, kvDim) f16
 /// - valueCodes  (packed tokens, kvDim * bits / 8 bytes), token S first
-/// - valueScale, valueZero  (tokens, kvDim / G) f16
+/// - valueScale, valueZero  (tokens, kvDim / valueGroup) f16
 /// - windowKeys, windowValues  (R, kvDim) f16: tokens windowStart..<count
 /// - sinkKeys, sinkValues  (S, kvDim) f16: tokens 0..<S
 public final class KIVICache: KVCache {
