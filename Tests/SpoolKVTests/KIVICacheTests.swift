@@ -256,6 +256,25 @@ final class KIVICacheTests: XCTestCase {
         check(.init(bits: 2, group: 128), .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
         check(.init(bits: 2, group: 32, residual: 16), .badResidual(16, group: 32))
         check(.init(bits: 2, sink: -1), .badSink(-1))
+        var c = KVCacheConfiguration(bits: 2)
+        c.valueGroup = 12
+        check(c, .badGroup(12))
+        c.valueGroup = 128
+        check(c, .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
+        c.valueGroup = nil
+        c.keyOutlierPairs = 33
+        check(c, .badOutlierPairs(33, headDim: 64))
+        c.keyOutlierPairs = 20
+        c.keyDroppedPairs = 13
+        check(c, .badOutlierPairs(13, headDim: 64))
+        c.keyDroppedPairs = nil
+        c.keyOutlierPairs = nil
+        c.keyClip = 9
+        check(c, .badClip(9))
+        // The 2-bit default groups values over 2G channels only where that divides the width.
+        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 192), 64)
+        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 96), 32)
+        XCTAssertEqual(KVCacheConfiguration(bits: 4).resolvedValueGroup(kvDim: 192), 32)
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
     }
