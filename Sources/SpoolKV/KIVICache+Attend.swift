@@ -1,3 +1,4 @@
+import Foundation
 import SpoolKernels
 
 extension KIVICache {
@@ -116,23 +117,27 @@ extension KIVICache {
     }
 
     /// Reference for `KVKernels.rotatedKeyGroupScores` as attention calls it: decode each pre-RoPE
-    /// key of packed group gi, head h with scalar code reads, rotate it to its position with the
-    /// model's RoPE (`Kernels.rope`, not the cache's `KeyRotation`), and dot it with q in Double.
+    /// key of packed group gi, head h with scalar code reads, rotate it to its position by the RoPE
+    /// definition in Double (pair (2i, 2i + 1), angle p * base^(-2i / ropeDims); not the cache's
+    /// `KeyRotation` tables), and dot it with q in Double.
     func preRoPEGroupScoresReference(_ l: Layer, group gi: Int, head h: Int, query q: UnsafePointer<Float>) -> [Float] {
-        let hd = geometry.headDim, d = geometry.kvDim, G = group
-        var x = [Float](repeating: 0, count: hd)
+        let hd = geometry.headDim, d = geometry.kvDim, G = group, rd = geometry.ropeDims
+        var x = [Double](repeating: 0, count: hd)
         return (0..<G).map { i in
             for c in 0..<hd {
                 let (row, bits) = keyCodeRow(l, group: gi, channel: h * hd + c)
-                x[c] = Half.referenceFloat(l.keyScale[gi * d + h * hd + c]) * Float(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
-                    + Half.referenceFloat(l.keyZero[gi * d + h * hd + c])
+                x[c] = Double(Half.referenceFloat(l.keyScale[gi * d + h * hd + c])) * Double(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
+                    + Double(Half.referenceFloat(l.keyZero[gi * d + h * hd + c]))
             }
-            var p = Int32(sink + gi * G + i)
-            x.withUnsafeMutableBufferPointer {
-                Kernels.rope($0.baseAddress!, tokens: 1, heads: 1, headDim: hd, ropeDims: geometry.ropeDims, positions: &p, base: geometry.ropeBase)
+            let p = Double(sink + gi * G + i)
+            for k in 0..<(rd / 2) {
+                let theta = p * Foundation.pow(Double(geometry.ropeBase), -Double(2 * k) / Double(rd))
+                let a = x[2 * k], b = x[2 * k + 1]
+                x[2 * k] = a * Foundation.cos(theta) - b * Foundation.sin(theta)
+                x[2 * k + 1] = a * Foundation.sin(theta) + b * Foundation.cos(theta)
             }
             var s = 0.0
-            for c in 0..<hd { s += Double(q[c]) * Double(x[c]) }
+            for c in 0..<hd { s += Double(q[c]) * x[c] }
             return Float(s)
         }
     }
