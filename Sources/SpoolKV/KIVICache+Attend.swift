@@ -1,3 +1,4 @@
+import Foundation
 import SpoolKernels
 
 extension KIVICache {
@@ -40,8 +41,9 @@ extension KIVICache {
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: scoreCapacity)
             let qa = UnsafeMutablePointer<Float>.allocate(capacity: hd)
             let qs = UnsafeMutablePointer<Float>.allocate(capacity: hd)
-            let rotated = UnsafeMutablePointer<Float>.allocate(capacity: rope == nil ? 1 : 2 * hd)
-            defer { scores.deallocate(); qa.deallocate(); qs.deallocate(); rotated.deallocate() }
+            let rotated = UnsafeMutablePointer<Float>.allocate(capacity: rotation == nil ? 1 : 3 * hd)
+            let order = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, layout.orderedPairs))
+            defer { scores.deallocate(); qa.deallocate(); qs.deallocate(); rotated.deallocate(); order.deallocate() }
             for task in range {
                 let t = task / heads, h = task % heads
                 let kvh = h / perKV, head = kvh * hd
@@ -61,25 +63,29 @@ extension KIVICache {
                 // Keys.
                 for j in 0..<sinkEnd { scores[j] = KVKernels.dotHalf(qa, l.sinkKeys + j * d + head, hd) }
                 let keyGroups = (packedTokens + G - 1) / G
-                if let cols = self.ropeColumns {
-                    let zs = rotated, ss = rotated + hd
-                    for gi in 0..<keyGroups {
-                        for c in 0..<hd {
-                            ss[c] = Half.float(l.keyScale[gi * d + head + c])
-                            zs[c] = Half.float(l.keyZero[gi * d + head + c])
-                        }
-                        cols.cos.withUnsafeBufferPointer { cp in
-                            cols.sin.withUnsafeBufferPointer { sp in
+                if let rot = self.rotation {
+                    let zs = rotated, ss = rotated + hd, qg = rotated + 2 * hd
+                    rot.offsetCos.withUnsafeBufferPointer { cp in
+                        rot.offsetSin.withUnsafeBufferPointer { sp in
+                            for gi in 0..<keyGroups {
+                                for c in 0..<hd {
+                                    ss[c] = Half.float(l.keyScale[gi * d + head + c])
+                                    zs[c] = Half.float(l.keyZero[gi * d + head + c])
+                                }
+                                rot.queryAtGroupStart(qs, channels: hd, group: gi, into: qg)
+                                if layout.orderedPairs > 0 { layout.pairOrder(l.keyMasks, group: gi, head: kvh, into: order) }
                                 KVKernels.rotatedKeyGroupScores(
-                                    K.self, query: qs, scales: ss, zeros: zs, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
-                                    rowBytes: layout.keyRowBytes, channels: hd, ropeDims: cols.pairs * 2, group: G,
-                                    cos: cp.baseAddress!, sin: sp.baseAddress!, positionStride: cols.positions,
-                                    firstPosition: S + gi * G, into: scores + sinkEnd + gi * G)
+                                    Code4.self, K.self, query: qg, scales: ss, zeros: zs,
+                                    order: layout.orderedPairs > 0 ? UnsafePointer(order) : nil,
+                                    highPairs: layout.keyHighPairs, zeroPairs: layout.keyZeroPairs, codes: l.keyCodes + layout.keyBlock(group: gi, head: kvh),
+                                    highRowBytes: layout.keyHighRowBytes, rowBytes: layout.keyRowBytes, channels: hd,
+                                    ropeDims: rot.ropeDims, group: G, cos: cp.baseAddress!, sin: sp.baseAddress!, positionStride: G,
+                                    firstPosition: 0, into: scores + sinkEnd + gi * G)
                             }
                         }
                     }
                 }
-                for gi in 0..<(rope == nil ? keyGroups : 0) {
+                for gi in 0..<(rotation == nil ? keyGroups : 0) {
                     let ks = l.keyScale + gi * d + head, kz = l.keyZero + gi * d + head
                     // Fold the channel scales and zero points into the query.
                     var qz: Float = 0
@@ -88,7 +94,7 @@ extension KIVICache {
                         qs[c] = qc * Half.float(ks[c])
                         qz += qc * Half.float(kz[c])
                     }
-                    KVKernels.keyGroupScores(K.self, qs: qs, qz: qz, codes: l.keyCodes + (gi * d + head) * layout.keyRowBytes,
+                    KVKernels.keyGroupScores(K.self, qs: qs, qz: qz, codes: l.keyCodes + layout.keyBlock(group: gi, head: kvh),
                                              rowBytes: layout.keyRowBytes, channels: hd, group: G, into: scores + sinkEnd + gi * G)
                 }
                 for j in frozen..<n {
@@ -104,36 +110,35 @@ extension KIVICache {
                 for i in 0..<hd { out[i] = qa[i] }
                 KVKernels.valueAccumulate(V.self, weights: scores + sinkEnd, tokens: packedTokens,
                                           codes: l.valueCodes + head * layout.valueBits / 8, tokenBytes: layout.valueTokenBytes,
-                                          scales: l.valueScale + head / G, zeros: l.valueZero + head / G,
-                                          groupsPerToken: layout.valueGroups, firstChannel: head, channels: hd, group: G, into: out)
+                                          scales: l.valueScale + head / layout.valueGroup, zeros: l.valueZero + head / layout.valueGroup,
+                                          groupsPerToken: layout.valueGroups, firstChannel: head, channels: hd, group: layout.valueGroup, into: out)
             }
         }
     }
 
-    /// Reference for `KVKernels.rotatedKeyGroupScores`: dequantize one pre-RoPE key group of one
-    /// head (G x headDim, into `scratch`, which holds G * (headDim + 1) floats), rotate the keys to
-    /// their positions with the model's own RoPE, and dot each with the query.
-    static func preRoPEGroupScores<K: CodeWidth>(
-        _: K.Type, _ l: Layer, layout: KIVILayout, group gi: Int, head: Int, headDim hd: Int, firstToken: Int,
-        query q: UnsafePointer<Float>, scale: Float, rope: RopeTable, scratch: UnsafeMutablePointer<Float>,
-        into scores: UnsafeMutablePointer<Float>
-    ) {
-        let G = layout.group, d = layout.kvDim
-        for c in 0..<hd {
-            let s = Half.float(l.keyScale[gi * d + head + c]), z = Half.float(l.keyZero[gi * d + head + c])
-            let row = l.keyCodes + (gi * d + head + c) * layout.keyRowBytes
-            for chunk in 0..<(G / 8) {
-                let v = K.unpack8(row, chunk: chunk) * K.laneScale * s + z
-                for m in 0..<8 { scratch[(chunk * 8 + m) * hd + c] = v[m] }
+    /// Reference for `KVKernels.rotatedKeyGroupScores` as attention calls it: decode each pre-RoPE
+    /// key of packed group gi, head h with scalar code reads, rotate it to its position by the RoPE
+    /// definition in Double (pair (2i, 2i + 1), angle p * base^(-2i / ropeDims); not the cache's
+    /// `KeyRotation` tables), and dot it with q in Double.
+    func preRoPEGroupScoresReference(_ l: Layer, group gi: Int, head h: Int, query q: UnsafePointer<Float>) -> [Float] {
+        let hd = geometry.headDim, d = geometry.kvDim, G = group, rd = geometry.ropeDims
+        var x = [Double](repeating: 0, count: hd)
+        return (0..<G).map { i in
+            for c in 0..<hd {
+                let (row, bits) = keyCodeRow(l, group: gi, channel: h * hd + c)
+                x[c] = Double(Half.referenceFloat(l.keyScale[gi * d + h * hd + c])) * Double(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
+                    + Double(Half.referenceFloat(l.keyZero[gi * d + h * hd + c]))
             }
-        }
-        let positions = UnsafeMutableRawPointer(scratch + G * hd).assumingMemoryBound(to: Int32.self)
-        for i in 0..<G { positions[i] = Int32(firstToken + i) }
-        Kernels.rope(scratch, tokens: G, heads: 1, headDim: hd, positions: positions, table: rope)
-        for i in 0..<G {
-            var s: Float = 0
-            for c in 0..<hd { s += q[c] * scratch[i * hd + c] }
-            scores[i] = s * scale
+            let p = Double(sink + gi * G + i)
+            for k in 0..<(rd / 2) {
+                let theta = p * Foundation.pow(Double(geometry.ropeBase), -Double(2 * k) / Double(rd))
+                let a = x[2 * k], b = x[2 * k + 1]
+                x[2 * k] = a * Foundation.cos(theta) - b * Foundation.sin(theta)
+                x[2 * k + 1] = a * Foundation.sin(theta) + b * Foundation.cos(theta)
+            }
+            var s = 0.0
+            for c in 0..<hd { s += Double(q[c]) * x[c] }
+            return Float(s)
         }
     }
 
@@ -149,7 +154,7 @@ extension KIVICache {
     /// (dequantized with the scalar reference if packed for it, the f16 row otherwise), for tests and
     /// error measurements. Valid right after `store` + before the next layer's `store`, or between passes.
     func seenKeyValue(layer li: Int, token j: Int, visible: Int) -> (key: [Float], value: [Float]) {
-        let l = layers[li], d = geometry.kvDim, G = group
+        let l = layers[li], d = geometry.kvDim
         let (fk, fv, floatBase) = floatRows(li)
         let frozen = min(max(windowStart(visible), floatBase), visible)
         func row(_ k: UnsafePointer<UInt16>, _ v: UnsafePointer<UInt16>) -> ([Float], [Float]) {
@@ -160,7 +165,7 @@ extension KIVICache {
         let p = j - sink
         let key = packedKey(l, token: j)
         let value = (0..<d).map { c in
-            let vg = p * layout.valueGroups + c / G
+            let vg = p * layout.valueGroups + c / layout.valueGroup
             return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: valueBits))
                 + Half.referenceFloat(l.valueZero[vg])
         }

@@ -79,44 +79,71 @@ extension KIVICache {
         let d = geometry.kvDim, g = group
         // Pre-RoPE keys: rotate the group's keys back by their positions first.
         var unrotated: [Float] = []
-        if let rope {
+        if let rotation {
             unrotated = (0..<(g * d)).map { Half.float(keys[$0]) }
-            let positions = (0..<g).map { Int32(-(sink + gi * g + $0)) }
             unrotated.withUnsafeMutableBufferPointer { x in
-                positions.withUnsafeBufferPointer { p in
-                    Kernels.rope(x.baseAddress!, tokens: g, heads: geometry.kvHeads, headDim: geometry.headDim, positions: p.baseAddress!, table: rope)
+                for t in 0..<g {
+                    for h in 0..<geometry.kvHeads { rotation.rotate(x.baseAddress! + t * d + h * geometry.headDim, group: gi, offset: t, sign: -1) }
                 }
             }
         }
-        for c in 0..<d {
-            let (s, z) = KIVIQuant.quantize(n: g, bits: keyBits, codes: l.keyCodes + (gi * d + c) * layout.keyRowBytes) {
-                rope == nil ? Half.float(keys[$0 * d + c]) : unrotated[$0 * d + c]
+        let hd = geometry.headDim, np = layout.orderedPairs
+        @inline(__always) func key(_ t: Int, _ c: Int) -> Float { rotation == nil ? Half.float(keys[t * d + c]) : unrotated[t * d + c] }
+        var rowChannel = Array(0..<hd)
+        for h in 0..<geometry.kvHeads {
+            let block = l.keyCodes + layout.keyBlock(group: gi, head: h)
+            if np > 0 {
+                // The widest pairs of this head and group get the high-precision rows, the narrowest none.
+                let width = (0..<(2 * np)).map { c in
+                    var lo = Float.infinity, hi = -Float.infinity
+                    for t in 0..<g { let x = key(t, h * hd + c); lo = min(lo, x); hi = max(hi, x) }
+                    return hi - lo
+                }
+                let spread: [Float] = (0..<np).map { i in width[2 * i] * width[2 * i] + width[2 * i + 1] * width[2 * i + 1] }
+                let byWidth = (0..<np).sorted { spread[$0] != spread[$1] ? spread[$0] > spread[$1] : $0 < $1 }
+                let high = byWidth.prefix(layout.keyHighPairs), zero = byWidth.suffix(layout.keyZeroPairs)
+                let masks = l.keyMasks + 2 * (gi * geometry.kvHeads + h)
+                masks[0] = high.reduce(UInt64(0)) { $0 | 1 << UInt64($1) }
+                masks[1] = zero.reduce(UInt64(0)) { $0 | 1 << UInt64($1) }
+                var order = [UInt8](repeating: 0, count: np)
+                layout.pairOrder(high: masks[0], zero: masks[1], into: &order)
+                for (k, pair) in order.enumerated() {
+                    rowChannel[2 * k] = 2 * Int(pair)
+                    rowChannel[2 * k + 1] = 2 * Int(pair) + 1
+                }
             }
-            l.keyScale[gi * d + c] = s
-            l.keyZero[gi * d + c] = z
+            for r in 0..<hd {
+                let c = h * hd + rowChannel[r]
+                let (offset, bits) = layout.keyRow(r)
+                let (s, z) = bits == 0 ? KIVIQuant.midpoint(n: g) { key($0, c) }
+                    : KIVIQuant.quantize(n: g, bits: bits, codes: block + offset, clipSteps: configuration.resolvedKeyClip) { key($0, c) }
+                l.keyScale[gi * d + c] = s
+                l.keyZero[gi * d + c] = z
+            }
         }
-        let groupBytes = g * valueBits / 8
+        let vg = layout.valueGroup, groupBytes = vg * valueBits / 8
         for t in 0..<g {
             let j = gi * g + t
             let row = values + t * d
-            for vg in 0..<layout.valueGroups {
-                let (s, z) = KIVIQuant.quantize(n: g, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + vg * groupBytes) {
-                    Half.float(row[vg * g + $0])
+            for k in 0..<layout.valueGroups {
+                let (s, z) = KIVIQuant.quantize(n: vg, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + k * groupBytes,
+                                                clipSteps: configuration.resolvedValueClip) {
+                    Half.float(row[k * vg + $0])
                 }
-                l.valueScale[j * layout.valueGroups + vg] = s
-                l.valueZero[j * layout.valueGroups + vg] = z
+                l.valueScale[j * layout.valueGroups + k] = s
+                l.valueZero[j * layout.valueGroups + k] = z
             }
         }
     }
 
     /// The key and value packed token `token` (>= S) stands for, as f16 rows.
     func dequantize(_ l: Layer, token: Int, keys: UnsafeMutablePointer<UInt16>, values: UnsafeMutablePointer<UInt16>) {
-        let d = geometry.kvDim, g = group
+        let d = geometry.kvDim
         let j = token - sink
         let key = packedKey(l, token: token)
         for c in 0..<d {
             keys[c] = Half.bits(key[c])
-            let vg = j * layout.valueGroups + c / g
+            let vg = j * layout.valueGroups + c / layout.valueGroup
             let y = KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
                                          scale: l.valueScale[vg], zero: l.valueZero[vg])
             values[c] = Half.bits(y)
@@ -128,16 +155,30 @@ extension KIVICache {
         let d = geometry.kvDim, g = group
         let gi = (token - sink) / g, i = (token - sink) % g
         var key = (0..<d).map { c in
-            Half.referenceFloat(l.keyScale[gi * d + c]) * Float(KIVIQuant.code(l.keyCodes + (gi * d + c) * layout.keyRowBytes, index: i, bits: keyBits))
+            let (row, bits) = keyCodeRow(l, group: gi, channel: c)
+            return Half.referenceFloat(l.keyScale[gi * d + c]) * Float(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
                 + Half.referenceFloat(l.keyZero[gi * d + c])
         }
-        if let rope {
-            var p = Int32(token)
+        if let rotation {
             key.withUnsafeMutableBufferPointer { x in
-                Kernels.rope(x.baseAddress!, tokens: 1, heads: geometry.kvHeads, headDim: geometry.headDim, positions: &p, table: rope)
+                for h in 0..<geometry.kvHeads { rotation.rotate(x.baseAddress! + h * geometry.headDim, group: gi, offset: i, sign: 1) }
             }
         }
         return key
+    }
+
+    /// Where channel c (of all kvDim) of packed key group gi has its codes, and their width.
+    func keyCodeRow(_ l: Layer, group gi: Int, channel c: Int) -> (UnsafeRawPointer, Int) {
+        let hd = geometry.headDim, h = c / hd, cc = c % hd, np = layout.orderedPairs
+        var r = cc
+        if cc < 2 * np {
+            var order = [UInt8](repeating: 0, count: np)
+            layout.pairOrder(l.keyMasks, group: gi, head: h, into: &order)
+            let k = (0..<np).first { Int(order[$0]) == cc / 2 } ?? 0
+            r = 2 * k + cc % 2
+        }
+        let (offset, bits) = layout.keyRow(r)
+        return (UnsafeRawPointer(l.keyCodes + layout.keyBlock(group: gi, head: h) + offset), bits)
     }
 
     func reserveStaging(tokens: Int) {

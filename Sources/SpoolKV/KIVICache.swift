@@ -33,11 +33,27 @@ import SpoolKernels
 /// within 1% and keeps the cheap path. Most of the 2-bit loss is in the keys:
 /// keys 2 / values 8 bits 23.72, keys 8 / values 2 bits 22.65 (3 chunks, post-RoPE).
 ///
+/// Key pair split (pre-RoPE keys). Per head and group, the error of a per-channel 2-bit key is
+/// dominated by the few rotary pairs with the widest ranges. So each group stores the widest
+/// `keyOutlierPairs` pairs with 4-bit codes and, to pay for them, the narrowest `keyDroppedPairs`
+/// pairs with no codes at all (their zero is the middle of their range); two 64-bit masks per head
+/// and group record the split. Measured on wiki.test, context 512, 10 chunks (f16 cache 25.63):
+/// plain 2-bit (values over 32 channels) 28.97 (+13.0%, 0.204x of f16 at context 2048);
+/// 4 widest pairs at 4 bits 26.98 (+5.3%), 8 pairs 26.60 (+3.8%), but both over 0.2x;
+/// within 0.2x: 4 pairs + values over 64 channels 27.47, 8 pairs + 8 dropped + values over 64
+/// channels 27.47 (+7.2%, 0.190x, the default), 12 + 12 dropped 27.60, 8 + 12 dropped (values
+/// over 32) 27.55, 6 + 10 dropped 27.60. A clipping search on the key ranges (`keyClip`, least
+/// squared error) did not help (4 pairs: 26.98 -> 27.02): the extreme keys are the ones that
+/// matter for the scores. Over 40 chunks: f16 22.55, the 2-bit default 24.36 (+8.0%; before
+/// the split +16.5%).
+///
 /// Storage per layer:
-/// - keyCodes  (packed groups, kvDim channels, G * bits / 8 bytes): channel-major per group
+/// - keyCodes  (packed groups, kvHeads, keyHeadBytes): per head, channel rows of G codes: the
+///   4-bit rows of the widest pairs, then the `bits` rows, in `KIVILayout.pairOrder`
+/// - keyMasks  (groups, kvHeads, 2) UInt64: the widest and the dropped pairs (only with a split)
 /// - keyScale, keyZero  (groups, kvDim) f16
 /// - valueCodes  (packed tokens, kvDim * bits / 8 bytes), token S first
-/// - valueScale, valueZero  (tokens, kvDim / G) f16
+/// - valueScale, valueZero  (tokens, kvDim / valueGroup) f16
 /// - windowKeys, windowValues  (R, kvDim) f16: tokens windowStart..<count
 /// - sinkKeys, sinkValues  (S, kvDim) f16: tokens 0..<S
 public final class KIVICache: KVCache {
@@ -48,9 +64,7 @@ public final class KIVICache: KVCache {
     let layout: KIVILayout
     let layers: [Layer]
     /// Set when keys are quantized before RoPE: the model's rotation, to undo on store and redo on read.
-    let rope: RopeTable?
-    /// The same angles laid out per rotary pair for the SIMD kernel (only with `rope`).
-    let ropeColumns: RotaryColumns?
+    let rotation: KeyRotation?
     var keyBits: Int { layout.keyBits }
     var valueBits: Int { layout.valueBits }
     var group: Int { layout.group }
@@ -63,6 +77,10 @@ public final class KIVICache: KVCache {
         /// Tokens before the window: the sink tokens and the packed ones (windowStart(count)).
         var windowStart = 0
         let keyCodes: UnsafeMutableRawPointer
+        /// (groups, kvHeads, 2) when pairs are split: bit i of the first mask set when rotary pair i
+        /// of that head and group has high-precision codes, of the second when it has none (only its
+        /// zero, the midpoint of its range). `KIVILayout.pairOrder` gives the order of the rows.
+        let keyMasks: UnsafeMutablePointer<UInt64>
         let keyScale: UnsafeMutablePointer<UInt16>
         let keyZero: UnsafeMutablePointer<UInt16>
         let valueCodes: UnsafeMutableRawPointer
@@ -77,7 +95,8 @@ public final class KIVICache: KVCache {
         init(_ l: KIVILayout) {
             let d = l.kvDim
             let groups = l.packedCapacity / l.group
-            keyCodes = .allocate(byteCount: max(1, groups * d * l.keyRowBytes), alignment: 64)
+            keyCodes = .allocate(byteCount: max(1, groups * l.kvHeads * l.keyHeadBytes), alignment: 64)
+            keyMasks = .allocate(capacity: max(1, groups * l.kvHeads * 2))
             keyScale = .allocate(capacity: max(1, groups * d))
             keyZero = .allocate(capacity: max(1, groups * d))
             valueCodes = .allocate(byteCount: max(1, l.packedCapacity * l.valueTokenBytes), alignment: 64)
@@ -87,12 +106,12 @@ public final class KIVICache: KVCache {
             windowValues = .allocate(capacity: l.residual * d)
             sinkKeys = .allocate(capacity: max(1, l.sink * d))
             sinkValues = .allocate(capacity: max(1, l.sink * d))
-            bytes = groups * d * (l.keyRowBytes + 4) + l.packedCapacity * (l.valueTokenBytes + 4 * l.valueGroups)
+            bytes = groups * (l.kvHeads * (l.keyHeadBytes + l.maskBytes) + d * 4) + l.packedCapacity * (l.valueTokenBytes + 4 * l.valueGroups)
                 + 2 * (l.residual + l.sink) * d * 2
         }
 
         deinit {
-            keyCodes.deallocate(); keyScale.deallocate(); keyZero.deallocate()
+            keyCodes.deallocate(); keyMasks.deallocate(); keyScale.deallocate(); keyZero.deallocate()
             valueCodes.deallocate(); valueScale.deallocate(); valueZero.deallocate()
             windowKeys.deallocate(); windowValues.deallocate()
             sinkKeys.deallocate(); sinkValues.deallocate()
@@ -121,9 +140,8 @@ public final class KIVICache: KVCache {
         let l = KIVILayout(configuration, geometry)
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
-        rope = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
-            ? RopeTable(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity)) : nil
-        ropeColumns = rope == nil ? nil : RotaryColumns(ropeDims: geometry.ropeDims, base: geometry.ropeBase, positions: max(1, geometry.capacity) + 8)
+        rotation = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
+            ? KeyRotation(ropeDims: geometry.ropeDims, base: geometry.ropeBase, group: l.group, groups: l.packedCapacity / l.group, sink: l.sink) : nil
     }
 
     deinit {
@@ -138,26 +156,42 @@ public final class KIVICache: KVCache {
     /// groups); the residual window adds a fixed 2 * R * kvDim * 2 bytes per layer (`allocatedBytes`).
     public var bytesPerToken: Double {
         let d = Double(geometry.kvDim)
-        let keys = d * Double(keyBits) / 8 + d * 4 / Double(group)
+        let keys = Double(geometry.kvHeads) * Double(layout.keyHeadBytes + layout.maskBytes) / Double(group) + d * 4 / Double(group)
         let values = d * Double(valueBits) / 8 + Double(layout.valueGroups) * 4
         return Double(geometry.layers) * (keys + values)
     }
 
     public var allocatedBytes: Int {
-        layers.reduce(0) { $0 + $1.bytes } + 2 * stagingCapacity * geometry.kvDim * 2 + (ropeColumns?.bytes ?? 0)
+        layers.reduce(0) { $0 + $1.bytes } + 2 * stagingCapacity * geometry.kvDim * 2 + (rotation?.bytes ?? 0)
     }
 }
 
 /// Sizes derived from a configuration and geometry.
 struct KIVILayout {
-    let keyBits: Int, valueBits: Int, group: Int, residual: Int, sink: Int, kvDim: Int
+    let keyBits: Int, valueBits: Int, group: Int, residual: Int, sink: Int, kvDim: Int, kvHeads: Int, headDim: Int
+    /// Pre-RoPE keys: rotary pairs per head and group stored with `keyHighBits` (the widest ones,
+    /// chosen per group; see `KVCacheConfiguration.keyOutlierPairs`), and the pairs whose order is
+    /// recorded (ropeDims / 2 when keyHighPairs > 0, else 0). Up to 64 pairs (a 64-bit mask per
+    /// head and group); with more rotary pairs than that the split is off.
+    let keyHighPairs: Int, orderedPairs: Int
+    /// Pre-RoPE keys: the narrowest rotary pairs per head and group, stored without codes.
+    let keyZeroPairs: Int
+    /// Bytes of masks per head and group: 16 when the split is on.
+    var maskBytes: Int { orderedPairs > 0 ? 16 : 0 }
+    static let keyHighBits = 4
+    /// G * keyHighBits / 8: one high-precision channel of one key group.
+    let keyHighRowBytes: Int
+    /// One head's key codes in one group: 2 * keyHighPairs high rows, then the rest.
+    let keyHeadBytes: Int
+    /// Channels per value group (`KVCacheConfiguration.resolvedValueGroup`).
+    let valueGroup: Int
     /// Tokens the packed store can hold: windowStart(capacity) - sink.
     let packedCapacity: Int
     /// G * bits / 8: one channel of one key group.
     let keyRowBytes: Int
     /// kvDim * bits / 8: one token's value codes.
     let valueTokenBytes: Int
-    /// kvDim / G: value groups per token.
+    /// kvDim / valueGroup: value groups per token.
     let valueGroups: Int
 
     init(_ c: KVCacheConfiguration, _ g: KVGeometry) {
@@ -168,10 +202,49 @@ struct KIVILayout {
         sink = c.sink
         kvDim = g.kvDim
         keyRowBytes = group * keyBits / 8
+        kvHeads = g.kvHeads
+        headDim = g.headDim
+        let pairs = c.quantizesKeysBeforeRoPE ? g.ropeDims / 2 : 0
+        keyHighPairs = pairs <= 64 ? min(pairs, c.resolvedKeyOutlierPairs) : 0
+        keyZeroPairs = pairs <= 64 ? min(pairs - keyHighPairs, c.resolvedKeyDroppedPairs) : 0
+        orderedPairs = keyHighPairs + keyZeroPairs > 0 ? pairs : 0
+        keyHighRowBytes = group * Self.keyHighBits / 8
+        keyHeadBytes = 2 * keyHighPairs * keyHighRowBytes + (headDim - 2 * keyHighPairs - 2 * keyZeroPairs) * keyRowBytes
         valueTokenBytes = kvDim * valueBits / 8
-        valueGroups = kvDim / group
+        valueGroup = c.resolvedValueGroup(kvDim: g.kvDim)
+        valueGroups = kvDim / valueGroup
         let cap = max(0, g.capacity)
         packedCapacity = group * ((max(0, cap - c.sink - residual) + group - 1) / group)
+    }
+
+    /// The order of a head's code rows, two per pair: the pairs set in `high` ascending, then
+    /// those in neither mask, then those set in `zero` (which have no rows).
+    @inline(__always)
+    func pairOrder(high: UInt64, zero: UInt64, into order: UnsafeMutablePointer<UInt8>) {
+        var k = 0
+        for i in 0..<orderedPairs where high & (1 << UInt64(i)) != 0 { order[k] = UInt8(i); k += 1 }
+        for i in 0..<orderedPairs where (high | zero) & (1 << UInt64(i)) == 0 { order[k] = UInt8(i); k += 1 }
+        for i in 0..<orderedPairs where zero & (1 << UInt64(i)) != 0 { order[k] = UInt8(i); k += 1 }
+    }
+
+    /// `pairOrder` for head h of packed group gi of layer l.
+    @inline(__always)
+    func pairOrder(_ masks: UnsafePointer<UInt64>, group gi: Int, head h: Int, into order: UnsafeMutablePointer<UInt8>) {
+        pairOrder(high: masks[2 * (gi * kvHeads + h)], zero: masks[2 * (gi * kvHeads + h) + 1], into: order)
+    }
+
+    /// Byte offset of head h's key codes in packed group gi.
+    @inline(__always)
+    func keyBlock(group gi: Int, head h: Int) -> Int { (gi * kvHeads + h) * keyHeadBytes }
+
+    /// Byte offset within a head's block of code row r, and its bits.
+    @inline(__always)
+    func keyRow(_ r: Int) -> (offset: Int, bits: Int) {
+        let hi = 2 * keyHighPairs, zeroStart = 2 * (orderedPairs - keyZeroPairs), zeroEnd = 2 * orderedPairs
+        if r < hi { return (r * keyHighRowBytes, Self.keyHighBits) }
+        if r >= zeroStart && r < zeroEnd { return (0, 0) }
+        let low = r < zeroStart ? r - hi : r - hi - 2 * keyZeroPairs
+        return (hi * keyHighRowBytes + low * keyRowBytes, keyBits)
     }
 
     /// Tokens before the window when the cache holds c tokens: min(c, S) sink tokens, then whole
@@ -181,27 +254,76 @@ struct KIVILayout {
     func windowStart(_ c: Int) -> Int { min(c, sink) + group * ((max(0, c - sink - residual) + group - 1) / group) }
 }
 
-/// cos and sin of every rotary angle laid out (pair, position), so that 8 consecutive positions of
-/// one pair are one vector load. Angles as `RopeTable` computes them (in Double).
-final class RotaryColumns: Sendable {
-    let pairs: Int, positions: Int
-    let cos: [Float], sin: [Float]
+/// The rotary angles a pre-RoPE key cache needs, kept small: a key at position P + m, with P the
+/// first position of its packed group, is rotated by angle (P + m) * theta_i, and
+/// cos/sin((P + m) theta) follow from cos/sin(P theta) and cos/sin(m theta) by angle addition. So
+/// the cache keeps one column per group start (pair, groups) and one per offset in a group
+/// (pair, G), about 25 KB for this model at context 2048, instead of a (pair, position) table as
+/// large as 1% of the packed cache. Attention rotates the query back by P once per group and then
+/// by each offset m inside the SIMD kernel (`KVKernels.rotatedKeyGroupScores`, the offsets being
+/// 8 consecutive lanes of one column). Angles are computed in Double as `RopeTable` does.
+final class KeyRotation: Sendable {
+    let ropeDims: Int, pairs: Int, group: Int, groups: Int, sink: Int
+    /// (pair, G): cos and sin of m * theta_i for offsets m in 0..<G.
+    let offsetCos: [Float], offsetSin: [Float]
+    /// (pair, groups): cos and sin of (S + gi * G) * theta_i.
+    let startCos: [Float], startSin: [Float]
 
-    init(ropeDims: Int, base: Float, positions: Int) {
+    init(ropeDims: Int, base: Float, group: Int, groups: Int, sink: Int) {
+        self.ropeDims = ropeDims
         pairs = ropeDims / 2
-        self.positions = positions
-        var c = [Float](repeating: 0, count: pairs * positions), s = c
-        for i in 0..<pairs {
-            let inv = pow(Double(base), -Double(2 * i) / Double(ropeDims))
-            for p in 0..<positions {
-                let theta = Double(p) * inv
-                c[i * positions + p] = Float(Foundation.cos(theta))
-                s[i * positions + p] = Float(Foundation.sin(theta))
+        self.group = group
+        self.groups = groups
+        self.sink = sink
+        func columns(_ n: Int, _ position: (Int) -> Int) -> ([Float], [Float]) {
+            var c = [Float](repeating: 0, count: ropeDims / 2 * n), s = c
+            for i in 0..<(ropeDims / 2) {
+                let inv = pow(Double(base), -Double(2 * i) / Double(ropeDims))
+                for k in 0..<n {
+                    let theta = Double(position(k)) * inv
+                    c[i * n + k] = Float(Foundation.cos(theta))
+                    s[i * n + k] = Float(Foundation.sin(theta))
+                }
             }
+            return (c, s)
         }
-        cos = c
-        sin = s
+        (offsetCos, offsetSin) = columns(group) { $0 }
+        (startCos, startSin) = columns(groups) { sink + $0 * group }
     }
 
-    var bytes: Int { 2 * pairs * positions * 4 }
+    var bytes: Int { 4 * pairs * (group + groups) * 4 }
+
+    /// cos and sin of the angle of pair i at offset m of packed group gi.
+    @inline(__always)
+    func angle(pair i: Int, group gi: Int, offset m: Int) -> (cos: Float, sin: Float) {
+        let cp = startCos[i * groups + gi], sp = startSin[i * groups + gi]
+        let cm = offsetCos[i * group + m], sm = offsetSin[i * group + m]
+        return (cp * cm - sp * sm, sp * cm + cp * sm)
+    }
+
+    /// Rotates the first `ropeDims` channels of one head vector x by +angle (sign 1, as the model's
+    /// RoPE does) or -angle (sign -1) of offset m in packed group gi.
+    @inline(__always)
+    func rotate(_ x: UnsafeMutablePointer<Float>, group gi: Int, offset m: Int, sign: Float) {
+        for i in 0..<pairs {
+            let (c, s0) = angle(pair: i, group: gi, offset: m)
+            let s = sign * s0
+            let a = x[2 * i], b = x[2 * i + 1]
+            x[2 * i] = a * c - b * s
+            x[2 * i + 1] = a * s + b * c
+        }
+    }
+
+    /// The query rotated back by the start position of group gi (the kernel rotates it back by
+    /// each offset): q'_a = q_a cos + q_b sin, q'_b = q_b cos - q_a sin; channels past ropeDims copied.
+    @inline(__always)
+    func queryAtGroupStart(_ q: UnsafePointer<Float>, channels: Int, group gi: Int, into out: UnsafeMutablePointer<Float>) {
+        for i in 0..<pairs {
+            let c = startCos[i * groups + gi], s = startSin[i * groups + gi]
+            let a = q[2 * i], b = q[2 * i + 1]
+            out[2 * i] = a * c + b * s
+            out[2 * i + 1] = b * c - a * s
+        }
+        for c in ropeDims..<channels { out[c] = q[c] }
+    }
 }

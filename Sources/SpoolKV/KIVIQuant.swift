@@ -10,14 +10,29 @@ enum KIVIQuant {
     static func maxCode(bits: Int) -> Int { (1 << bits) - 1 }
 
     /// Quantizes n values read as x(i) into `codes` (n * bits / 8 bytes) and returns (scale, zero) as f16 bits.
+    /// With `clipSteps` > 0 it also tries ranges clipped at either end (by multiples of
+    /// `clipStep` of the min-max range, up to `clipSteps` of them per end) and keeps the range whose
+    /// rounding error (sum of squares, against the stored f16 scale and zero) is smallest.
     @inline(__always)
     static func quantize(
-        n: Int, bits: Int, codes: UnsafeMutableRawPointer, _ x: (Int) -> Float
+        n: Int, bits: Int, codes: UnsafeMutableRawPointer, clipSteps: Int = 0, _ x: (Int) -> Float
     ) -> (scale: UInt16, zero: UInt16) {
         var lo = Float.infinity, hi = -Float.infinity
         for i in 0..<n { let v = x(i); lo = min(lo, v); hi = max(hi, v) }
         let qmax = Float(maxCode(bits: bits))
-        let zeroBits = Half.bits(lo), scaleBits = Half.bits((hi - lo) / qmax)
+        var zeroBits = Half.bits(lo), scaleBits = Half.bits((hi - lo) / qmax)
+        if clipSteps > 0, hi > lo {
+            var best = squaredError(n: n, qmax: qmax, scale: scaleBits, zero: zeroBits, x)
+            let step = (hi - lo) * clipStep
+            for a in 0...clipSteps {
+                for b in 0...clipSteps where a + b > 0 {
+                    let l = lo + Float(a) * step, h = hi - Float(b) * step
+                    let zb = Half.bits(l), sb = Half.bits((h - l) / qmax)
+                    let e = squaredError(n: n, qmax: qmax, scale: sb, zero: zb, x)
+                    if e < best { best = e; zeroBits = zb; scaleBits = sb }
+                }
+            }
+        }
         // Codes are computed against the stored (f16) scale and zero, which dequantization uses.
         let z = Half.referenceFloat(zeroBits), s = Half.referenceFloat(scaleBits)
         let inv: Float = s > 0 && s.isFinite ? 1 / s : 0
@@ -29,6 +44,32 @@ enum KIVIQuant {
             bytes[bit >> 3] |= UInt8(Int(q) << (bit & 7))
         }
         return (scaleBits, zeroBits)
+    }
+
+    /// A group stored without codes: scale 0 and zero the middle of its range (error at most half the range).
+    @inline(__always)
+    static func midpoint(n: Int, _ x: (Int) -> Float) -> (scale: UInt16, zero: UInt16) {
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<n { let v = x(i); lo = min(lo, v); hi = max(hi, v) }
+        return (0, Half.bits(lo + (hi - lo) / 2))
+    }
+
+    /// The fraction of a group's min-max range one clipping step removes (see `quantize`).
+    static let clipStep: Float = 0.05
+
+    /// Sum over the group of (x - dequantized x)^2 with round-to-nearest codes clamped to 0...qmax.
+    @inline(__always)
+    static func squaredError(n: Int, qmax: Float, scale: UInt16, zero: UInt16, _ x: (Int) -> Float) -> Float {
+        let z = Half.referenceFloat(zero), s = Half.referenceFloat(scale)
+        let inv: Float = s > 0 && s.isFinite ? 1 / s : 0
+        var e: Float = 0
+        for i in 0..<n {
+            let v = x(i)
+            let q = min(max(((v - z) * inv).rounded(.toNearestOrEven), 0), qmax)
+            let r = v - (s * q + z)
+            e += r * r
+        }
+        return e
     }
 
     @inline(__always)

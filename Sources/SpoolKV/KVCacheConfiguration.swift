@@ -14,8 +14,9 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// Default 32, the smallest the issue allows: with group 32 a 2-bit token costs 3 bits per
     /// element (2 for the code, 1 for the f16 scale and zero amortized over 32), 0.1875 of f16, and
     /// each window slot costs a full f16 token, so the window decides how close the cache stays to
-    /// 0.2x of f16 at context 2048. With the default 4 sink tokens: R = 32: 0.202x, R = 64: 0.215x,
-    /// R = 128: 0.240x. A longer window helps quality less than it costs (2-bit, no sink, 3 chunks
+    /// 0.2x of f16 at context 2048. With the default 4 sink tokens and values grouped over 32
+    /// channels: R = 32: 0.202x, R = 64: 0.215x, R = 128: 0.240x (the 2-bit default groups values
+    /// over 64 channels and comes to 0.190x with R = 32). A longer window helps quality less than it costs (2-bit, no sink, 3 chunks
     /// of wiki.test at context 512: R = 32 28.92, R = 128 27.15, f32 cache 22.21).
     public var residual: Int
     /// KIVI attention sinks: the first tokens of the context stay in f16 for good.
@@ -34,6 +35,35 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// measured better, and after at 4 and 8 bits, where the cheaper path loses under 1%. See
     /// `KIVICache` on pre- vs post-RoPE.
     public var keysBeforeRoPE: Bool? = nil
+
+    /// KIVI channels per value group when it differs from `group`; nil: `group`.
+    public var valueGroup: Int? = nil
+    /// KIVI rounding search: each key group channel tries this many clipping steps at either end of
+    /// its range and keeps the one with the least squared error (`KIVIQuant.quantize`); 0 is plain
+    /// min-max rounding. nil: the default for the bit width.
+    public var keyClip: Int? = nil
+    /// The same for value groups.
+    public var valueClip: Int? = nil
+
+    /// KIVI pre-RoPE keys: in every key group, the rotary pairs (two channels each) of each head
+    /// with the widest ranges are stored with 4-bit codes instead of `bits` (a dense-and-sparse
+    /// split by channel, as KVQuant keeps outliers apart); the pair order costs one byte per pair
+    /// and group. nil: the default for the bit width.
+    public var keyOutlierPairs: Int? = nil
+    public var resolvedKeyOutlierPairs: Int { keyOutlierPairs ?? (bits == 2 ? 8 : 0) }
+    /// KIVI pre-RoPE keys: in every key group, the rotary pairs of each head with the narrowest
+    /// ranges keep no codes, only their zero point set to the middle of their range; their bits pay
+    /// for the 4-bit outlier pairs. nil: the default for the bit width.
+    public var keyDroppedPairs: Int? = nil
+    public var resolvedKeyDroppedPairs: Int { keyDroppedPairs ?? (bits == 2 ? 8 : 0) }
+
+    /// Channels per value group, with nil resolved: 2 * group at 2 bits where that divides the
+    /// key/value width (it pays for the window and the 4-bit key pairs within 0.2x of f16), else group.
+    public func resolvedValueGroup(kvDim: Int) -> Int {
+        valueGroup ?? (bits == 2 && kvDim % (2 * group) == 0 ? 2 * group : group)
+    }
+    public var resolvedKeyClip: Int { keyClip ?? 0 }
+    public var resolvedValueClip: Int { valueClip ?? 0 }
 
     /// Whether keys are quantized before RoPE, with nil resolved.
     public var quantizesKeysBeforeRoPE: Bool { keysBeforeRoPE ?? (bits == 2) }
@@ -61,6 +91,12 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
         guard group >= 8, group % 8 == 0 else { throw .badGroup(group) }
         guard headDim % 8 == 0 else { throw .headDimNotMultipleOf8(headDim) }
         guard (kvHeads * headDim) % group == 0 else { throw .groupDoesNotDivideKVDim(group: group, kvDim: kvHeads * headDim) }
+        let vg = resolvedValueGroup(kvDim: kvHeads * headDim)
+        guard vg >= 8, vg % 8 == 0 else { throw .badGroup(vg) }
+        guard (kvHeads * headDim) % vg == 0 else { throw .groupDoesNotDivideKVDim(group: vg, kvDim: kvHeads * headDim) }
+        if let p = keyOutlierPairs, p < 0 || 2 * p > headDim { throw .badOutlierPairs(p, headDim: headDim) }
+        if let p = keyDroppedPairs, p < 0 || 2 * (p + resolvedKeyOutlierPairs) > headDim { throw .badOutlierPairs(p, headDim: headDim) }
+        for clip in [keyClip, valueClip] { if let clip, clip < 0 || clip > 8 { throw .badClip(clip) } }
         guard residual >= group, residual <= 1024 else { throw .badResidual(residual, group: group) }
         guard sink >= 0, sink <= 256 else { throw .badSink(sink) }
     }
@@ -78,6 +114,8 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
     case groupDoesNotDivideKVDim(group: Int, kvDim: Int)
     case badResidual(Int, group: Int)
     case badSink(Int)
+    case badClip(Int)
+    case badOutlierPairs(Int, headDim: Int)
 
     public var description: String {
         switch self {
@@ -87,6 +125,8 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
         case let .groupDoesNotDivideKVDim(g, d): return "--kv-group \(g) must divide the model's key/value width \(d) (value groups run over channels)"
         case let .badResidual(r, g): return "--kv-residual \(r) must be between the group size \(g) and 1024"
         case let .badSink(s): return "--kv-sink \(s) must be between 0 and 256"
+        case let .badOutlierPairs(p, d): return "--kv-key-outliers and --kv-key-dropped (\(p)) must be >= 0 and add up to at most half the head dimension \(d)"
+        case let .badClip(c): return "--kv-clip \(c) must be between 0 and 8 steps"
         }
     }
 }

@@ -131,32 +131,62 @@ enum KVKernels {
     /// 8 tokens; per rotary pair (a, b) = (2i, 2i + 1) and lane position p:
     ///   ra = q_a cos + q_b sin,  rb = q_b cos - q_a sin   (angle p * theta_i)
     /// and score += ra * (s_a code_a + z_a) + rb * (s_b code_b + z_b). Channels past `ropeDims`
-    /// are not rotated. `cos`/`sin` are (pairs, positionStride) columns (`RotaryColumns`).
+    /// are not rotated. `cos`/`sin` are (pairs, positionStride) columns (`KeyRotation` passes its
+    /// offset columns with the query already rotated back to the group start).
     static func rotatedKeyGroupScores<W: CodeWidth>(
         _: W.Type, query q: UnsafePointer<Float>, scales s: UnsafePointer<Float>, zeros z: UnsafePointer<Float>,
         codes: UnsafeRawPointer, rowBytes: Int, channels: Int, ropeDims: Int, group: Int,
         cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, positionStride: Int, firstPosition: Int,
         into scores: UnsafeMutablePointer<Float>
     ) {
+        rotatedKeyGroupScores(
+            W.self, W.self, query: q, scales: s, zeros: z, order: nil, highPairs: 0, zeroPairs: 0, codes: codes, highRowBytes: 0,
+            rowBytes: rowBytes, channels: channels, ropeDims: ropeDims, group: group, cos: cos, sin: sin,
+            positionStride: positionStride, firstPosition: firstPosition, into: scores)
+    }
+
+    /// The same with rotary pairs stored at two widths: pair order[k] (k-th in `order`, identity
+    /// when nil) has code rows 2k and 2k + 1; rows of the first `highPairs` pairs are `highRowBytes`
+    /// long with `Hi` codes, the rest `rowBytes` with `Lo` codes, and the channels past `ropeDims`
+    /// follow as `Lo` rows in channel order. The last `zeroPairs` pairs of `order` have no rows and
+    /// contribute only their zeros. Scales, zeros and the query stay in channel order.
+    static func rotatedKeyGroupScores<Hi: CodeWidth, Lo: CodeWidth>(
+        _: Hi.Type, _: Lo.Type, query q: UnsafePointer<Float>, scales s: UnsafePointer<Float>, zeros z: UnsafePointer<Float>,
+        order: UnsafePointer<UInt8>?, highPairs: Int, zeroPairs: Int, codes: UnsafeRawPointer, highRowBytes: Int, rowBytes: Int,
+        channels: Int, ropeDims: Int, group: Int,
+        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, positionStride: Int, firstPosition: Int,
+        into scores: UnsafeMutablePointer<Float>
+    ) {
+        let pairs = ropeDims / 2, coded = pairs - zeroPairs
+        let lowCodes = codes + 2 * highPairs * highRowBytes
+        let tailCodes = lowCodes + 2 * (coded - highPairs) * rowBytes
         for chunk in 0..<(group / 8) {
-            var acc = V.zero, zacc = V.zero
+            var hacc = V.zero, acc = V.zero, zacc = V.zero
             let p = firstPosition + chunk * 8
-            var i = 0
-            while 2 * i < ropeDims {
+            for k in 0..<pairs {
+                let i = order.map { Int($0[k]) } ?? k
                 let a = 2 * i, b = a + 1
                 let cv = UnsafeRawPointer(cos + i * positionStride + p).loadUnaligned(as: V.self)
                 let sv = UnsafeRawPointer(sin + i * positionStride + p).loadUnaligned(as: V.self)
                 let ra = q[a] * cv + q[b] * sv, rb = q[b] * cv - q[a] * sv
-                acc += ra * s[a] * W.unpack8(codes + a * rowBytes, chunk: chunk) + rb * s[b] * W.unpack8(codes + b * rowBytes, chunk: chunk)
+                if k >= coded {
+                    // No codes: the key is its zero.
+                } else if k < highPairs {
+                    let row = codes + 2 * k * highRowBytes
+                    hacc += ra * s[a] * Hi.unpack8(row, chunk: chunk) + rb * s[b] * Hi.unpack8(row + highRowBytes, chunk: chunk)
+                } else {
+                    let row = lowCodes + 2 * (k - highPairs) * rowBytes
+                    acc += ra * s[a] * Lo.unpack8(row, chunk: chunk) + rb * s[b] * Lo.unpack8(row + rowBytes, chunk: chunk)
+                }
                 zacc += ra * z[a] + rb * z[b]
-                i += 1
             }
             var zs: Float = 0
             for c in ropeDims..<channels {
-                acc += V(repeating: q[c] * s[c]) * W.unpack8(codes + c * rowBytes, chunk: chunk)
+                acc += V(repeating: q[c] * s[c]) * Lo.unpack8(tailCodes + (c - ropeDims) * rowBytes, chunk: chunk)
                 zs += q[c] * z[c]
             }
-            UnsafeMutableRawPointer(scores + chunk * 8).storeBytes(of: acc * W.laneScale + zacc + zs, as: V.self)
+            let total = acc * Lo.laneScale + (highPairs > 0 ? hacc * Hi.laneScale : V.zero) + zacc + zs
+            UnsafeMutableRawPointer(scores + chunk * 8).storeBytes(of: total, as: V.self)
         }
     }
 

@@ -18,6 +18,9 @@ public struct BenchmarkOptions: Sendable {
     public var seed: UInt64 = 1234
     /// Buffer size of a streaming-read bandwidth measurement; 0 skips it.
     public var bandwidthBytes = 0
+    /// Context tokens already in the cache when the decode test starts (llama-bench's -d): each
+    /// repetition first prefills this many random tokens, untimed.
+    public var depth = 0
 
     public init(promptTokens: Int = 512, generatedTokens: Int = 128, repetitions: Int = 5) {
         self.promptTokens = promptTokens
@@ -81,6 +84,12 @@ public struct BenchmarkReport: Codable, Sendable {
     public var decodeRooflineFraction: Double?
     /// KV cache bytes per token of context, as the engine's cache stores them.
     public var kvBytesPerToken: Double?
+    /// Context the benchmark's cache was made for (max of prompt tokens and depth + decode tokens).
+    public var kvContext: Int?
+    /// Bytes the cache allocates for `kvContext` tokens after the runs (every table, window and
+    /// scratch row it keeps between passes), and an f16 cache's bytes for the same context.
+    public var kvCacheBytes: Int?
+    public var kvF16Bytes: Int?
     /// With a memory budget: what streams and how fast.
     public var streaming: StreamingReport?
 }
@@ -107,7 +116,8 @@ public enum Benchmark {
         }
         guard options.repetitions >= 1 else { throw BenchmarkError.invalidOptions("repetitions must be at least 1") }
         let model = engine.model
-        let needed = max(options.promptTokens, options.generatedTokens)
+        guard options.depth >= 0 else { throw BenchmarkError.invalidOptions("depth must be >= 0") }
+        let needed = max(options.promptTokens, options.depth + options.generatedTokens)
         guard needed <= model.configuration.contextLength else {
             throw BenchmarkError.invalidOptions("\(needed) tokens exceed the model's context of \(model.configuration.contextLength)")
         }
@@ -132,9 +142,12 @@ public enum Benchmark {
         func timeDecode(_ n: Int) throws -> Double {
             let tokens = randomTokens(n)
             cache.truncate(to: 0)
+            if options.depth > 0 {
+                _ = try model.forward(randomTokens(options.depth), start: 0, cache: cache, logits: .last, pool: engine.pool)
+            }
             let t0 = ContinuousClock.now
             for (i, t) in tokens.enumerated() {
-                _ = try model.forward([t], start: i, cache: cache, logits: .last, pool: engine.pool)
+                _ = try model.forward([t], start: options.depth + i, cache: cache, logits: .last, pool: engine.pool)
             }
             return seconds(ContinuousClock.now - t0)
         }
@@ -157,6 +170,9 @@ public enum Benchmark {
             threads: engine.pool.threadCount, kernelLevel: KernelLevel.selected.rawValue,
             prefill: prefill, decode: decode, peakRSSBytes: peakRSSBytes(), repetitions: options.repetitions)
         report.kvBytesPerToken = cache.bytesPerToken
+        report.kvContext = needed
+        report.kvCacheBytes = cache.allocatedBytes
+        report.kvF16Bytes = cache.geometry.layers * 2 * cache.geometry.kvDim * 2 * needed
         if let layers = engine.streamedLayers {
             let stats = layers.stats
             let elapsed = ContinuousClock.now - started

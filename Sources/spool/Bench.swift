@@ -14,6 +14,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Tokens of the decode test (0 skips it).")
     var generatedTokens = 128
 
+    @Option(name: [.customShort("d"), .long], help: "Context tokens in the cache before the decode test (prefilled, untimed).")
+    var depth = 0
+
     @Option(name: [.customShort("r"), .long], help: "Repetitions of each test.")
     var repetitions = 5
 
@@ -24,6 +27,7 @@ struct Bench: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
+        if depth < 0 { throw ValidationError("--depth must be >= 0") }
         if promptTokens < 0 || generatedTokens < 0 || promptTokens + generatedTokens == 0 {
             throw ValidationError("-p and -n must be >= 0 and not both 0")
         }
@@ -35,6 +39,7 @@ struct Bench: AsyncParsableCommand {
         let engine = try modelOptions.loadEngine()
         var options = BenchmarkOptions(promptTokens: promptTokens, generatedTokens: generatedTokens, repetitions: repetitions)
         options.bandwidthBytes = bandwidth * 1024 * 1024
+        options.depth = depth
         let report = try Benchmark.run(engine: engine, options: options)
         if json {
             let enc = JSONEncoder()
@@ -47,10 +52,15 @@ struct Bench: AsyncParsableCommand {
         print("threads: \(report.threads), kernels: \(report.kernelLevel), repetitions: \(report.repetitions)")
         for (name, rate) in [("pp", report.prefill), ("tg", report.decode)] {
             guard let r = rate else { continue }
-            print(String(format: "%@%-5d %9.2f ± %.2f tok/s (median ± stddev)", name, r.tokens, r.medianTokensPerSecond, r.stddevTokensPerSecond))
+            let label = name == "tg" && depth > 0 ? "tg\(r.tokens)@d\(depth)" : "\(name)\(r.tokens)"
+            print(label.padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + String(format: " %9.2f ± %.2f tok/s (median ± stddev)", r.medianTokensPerSecond, r.stddevTokensPerSecond))
         }
         print("peak RSS: \(mib(report.peakRSSBytes))")
         if let kv = report.kvBytesPerToken { print(String(format: "kv cache: %.0f bytes/token", kv)) }
+        if let n = report.kvContext, let b = report.kvCacheBytes, let f = report.kvF16Bytes, f > 0 {
+            print(String(format: "kv memory at context %d: %@ (%.4fx of an f16 cache, %@)", n, mib(b), Double(b) / Double(f), mib(f)))
+        }
         if let s = report.streaming {
             print(String(format: "streaming (%@): %d blocks resident, %d streamed, %@ read per token, %.2f GB/s, waiting on I/O %.0f%% of the time",
                          s.backend, s.residentLayers, s.streamedLayers, mib(s.bytesReadPerToken), s.readBytesPerSecond / 1e9, s.ioWaitFraction * 100))

@@ -72,6 +72,16 @@ struct KVOptions: ParsableArguments {
     var valueBits: Int?
     @Option(name: .customLong("kv-key-rope"), help: "KIVI: quantize keys before or after RoPE (auto: before at 2 bits, after at 4 and 8).")
     var keyRoPE: KeyRoPE = .auto
+    @Option(name: .customLong("kv-value-group"), help: "KIVI channels per value group when they differ from --kv-group.")
+    var valueGroup: Int?
+    @Option(name: .customLong("kv-clip"), help: "KIVI key rounding: clipping steps searched at each end of a group's range (0: min-max).")
+    var keyClip: Int?
+    @Option(name: .customLong("kv-key-outliers"), help: "KIVI pre-RoPE keys: widest rotary pairs per head and group stored at 4 bits.")
+    var keyOutliers: Int?
+    @Option(name: .customLong("kv-key-dropped"), help: "KIVI pre-RoPE keys: narrowest rotary pairs per head and group kept as their midpoint only.")
+    var keyDropped: Int?
+    @Option(name: .customLong("kv-value-clip"), help: "KIVI value rounding: the same for value groups.")
+    var valueClip: Int?
 
     enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
@@ -79,6 +89,11 @@ struct KVOptions: ParsableArguments {
     func configuration(profileBits: Int? = nil) -> KVCacheConfiguration {
         var c = KVCacheConfiguration(bits: bits ?? profileBits ?? KVCacheConfiguration().bits, group: group, residual: residual, sink: sink, valueBits: valueBits)
         c.keysBeforeRoPE = keyRoPE == .auto ? nil : keyRoPE == .before
+        c.valueGroup = valueGroup
+        c.keyClip = keyClip
+        c.valueClip = valueClip
+        c.keyOutlierPairs = keyOutliers
+        c.keyDroppedPairs = keyDropped
         return c
     }
 

@@ -55,28 +55,13 @@ final class KIVICacheTests: XCTestCase {
         var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
         config.keysBeforeRoPE = true
         let cache = try KIVICache(geometry: g, configuration: config)
-        XCTAssertNotNil(cache.rope)
+        XCTAssertNotNil(cache.rotation)
         try storeAndAttend(cache, data, from: 0, to: 400, pool: pool)
         cache.truncate(to: 300)
         let out = try storeAndAttend(cache, data, from: 300, to: 490, pool: pool)
         checkAgainstHeldData(cache, data, from: 480, to: 490, outputs: out.suffix(10 * 9 * 64).map { $0 })
         // The SIMD pre-RoPE kernel against its scalar reference (dequantize, rotate, dot), per group and head.
-        let l = cache.layers[0], layout = cache.layout, cols = cache.ropeColumns!
-        let q = Array(data.queries[0..<64])
-        for gi in 0..<((490 - 4 - 32) / 32) {
-            for head in [0, 64, 128] {
-                var got = [Float](repeating: 0, count: 32), ref = got
-                var scratch = [Float](repeating: 0, count: 32 * 65)
-                KIVICache.preRoPEGroupScores(Code2.self, l, layout: layout, group: gi, head: head, headDim: 64, firstToken: 4 + gi * 32,
-                                             query: q, scale: 1, rope: cache.rope!, scratch: &scratch, into: &ref)
-                let ss = (0..<64).map { Half.float(l.keyScale[gi * 192 + head + $0]) }, zs = (0..<64).map { Half.float(l.keyZero[gi * 192 + head + $0]) }
-                KVKernels.rotatedKeyGroupScores(Code2.self, query: q, scales: ss, zeros: zs, codes: l.keyCodes + (gi * 192 + head) * layout.keyRowBytes,
-                                                rowBytes: layout.keyRowBytes, channels: 64, ropeDims: 64, group: 32, cos: cols.cos, sin: cols.sin,
-                                                positionStride: cols.positions, firstPosition: 4 + gi * 32, into: &got)
-                let mag = (0..<64).reduce(Float(0)) { $0 + abs(q[$1]) * (abs(ss[$1]) * 3 + abs(zs[$1])) }
-                for i in 0..<32 { XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "group \(gi) head \(head) token \(i)") }
-            }
-        }
+        checkPreRoPEKernel(cache, query: Array(data.queries[0..<64]), groups: (490 - 4 - 32) / 32)
         // Un-rotating, quantizing and re-rotating keeps keys within the 2-bit error of post-RoPE
         // quantization: compare the held keys with the stored ones.
         config.keysBeforeRoPE = false
@@ -91,6 +76,76 @@ final class KIVICacheTests: XCTestCase {
         // Random keys have no RoPE structure, so neither should be much worse than the other.
         XCTAssertLessThan(errPre, 2 * errPost)
         XCTAssertLessThan(errPost, 2 * errPre)
+    }
+
+    /// The SIMD pre-RoPE key kernel, called as attention calls it, against
+    /// `preRoPEGroupScoresReference` for every head of the first `groups` packed groups of layer 0.
+    func checkPreRoPEKernel(_ cache: KIVICache, query q: [Float], groups: Int, file: StaticString = #filePath, line: UInt = #line) {
+        let l = cache.layers[0], layout = cache.layout, rot = cache.rotation!, d = layout.kvDim, np = layout.orderedPairs
+        for gi in 0..<groups {
+            for h in 0..<layout.kvHeads {
+                let ref = cache.preRoPEGroupScoresReference(l, group: gi, head: h, query: q)
+                var got = [Float](repeating: 0, count: 32)
+                let ss = (0..<64).map { Half.float(l.keyScale[gi * d + h * 64 + $0]) }, zs = (0..<64).map { Half.float(l.keyZero[gi * d + h * 64 + $0]) }
+                var qg = [Float](repeating: 0, count: 64), order = [UInt8](repeating: 0, count: max(1, np))
+                if np > 0 { layout.pairOrder(l.keyMasks, group: gi, head: h, into: &order) }
+                rot.queryAtGroupStart(q, channels: 64, group: gi, into: &qg)
+                KVKernels.rotatedKeyGroupScores(
+                    Code4.self, Code2.self, query: qg, scales: ss, zeros: zs,
+                    order: np > 0 ? order : nil, highPairs: layout.keyHighPairs, zeroPairs: layout.keyZeroPairs,
+                    codes: l.keyCodes + layout.keyBlock(group: gi, head: h), highRowBytes: layout.keyHighRowBytes, rowBytes: layout.keyRowBytes,
+                    channels: 64, ropeDims: 64, group: 32, cos: rot.offsetCos, sin: rot.offsetSin, positionStride: 32, firstPosition: 0, into: &got)
+                let mag = (0..<64).reduce(Float(0)) { $0 + abs(q[$1]) * (abs(ss[$1]) * 15 + abs(zs[$1])) }
+                for i in 0..<32 {
+                    XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "group \(gi) head \(h) token \(i)", file: file, line: line)
+                }
+            }
+        }
+    }
+
+    func testKeyPairSplitKeepsWidestPairsAtFourBitsAndDropsNarrowest() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        g.capacity = 256
+        let data = AttentionData(geometry: g, tokens: 200, seed: 21)
+        var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 4)
+        config.keysBeforeRoPE = true
+        config.keyOutlierPairs = 4
+        config.keyDroppedPairs = 6
+        config.keyClip = 0
+        let cache = try KIVICache(geometry: g, configuration: config)
+        // 8 channels at 4 bits, 12 without codes, 44 at 2 bits, 32 tokens.
+        XCTAssertEqual(cache.layout.keyHeadBytes, 8 * 16 + 44 * 8)
+        try storeAndAttend(cache, data, from: 0, to: 150, pool: pool)
+        checkPreRoPEKernel(cache, query: Array(data.queries[0..<64]), groups: 3)
+        let out = try storeAndAttend(cache, data, from: 150, to: 180, pool: pool)
+        checkAgainstHeldData(cache, data, from: 150, to: 180, outputs: out)
+        // Each head's order is a permutation of its 32 pairs whose first 4 have the widest ranges.
+        let l = cache.layers[0]
+        for gi in 0..<3 {
+            for h in 0..<3 {
+                var bytes = [UInt8](repeating: 0, count: 32)
+                cache.layout.pairOrder(l.keyMasks, group: gi, head: h, into: &bytes)
+                let order = bytes.map(Int.init)
+                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h)].nonzeroBitCount, 4)
+                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h) + 1].nonzeroBitCount, 6)
+                XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h)] & l.keyMasks[2 * (gi * 3 + h) + 1], 0)
+                // Pairs without codes are their zero alone.
+                for pair in order.suffix(6) { XCTAssertEqual(l.keyScale[gi * 192 + h * 64 + 2 * pair], 0) }
+                XCTAssertEqual(Set(order), Set(0..<32))
+                func width(_ pair: Int) -> Float {
+                    (0..<2).reduce(Float(0)) { acc, e in
+                        let c = h * 64 + 2 * pair + e
+                        let s = Half.referenceFloat(l.keyScale[gi * 192 + c])
+                        let w = s * Float(KIVIQuant.maxCode(bits: order.prefix(4).contains(pair) ? 4 : 2))
+                        return acc + w * w
+                    }
+                }
+                let narrowestHigh = order.prefix(4).map(width).min()!, widestLow = order[4..<26].map(width).max()!
+                // Widths as the stored scales see them (f16, possibly clipped): allow their rounding.
+                XCTAssertGreaterThanOrEqual(narrowestHigh, widestLow * 0.99, "group \(gi) head \(h)")
+            }
+        }
     }
 
     func testAttentionCloseToFloatCache() throws {
@@ -201,6 +256,25 @@ final class KIVICacheTests: XCTestCase {
         check(.init(bits: 2, group: 128), .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
         check(.init(bits: 2, group: 32, residual: 16), .badResidual(16, group: 32))
         check(.init(bits: 2, sink: -1), .badSink(-1))
+        var c = KVCacheConfiguration(bits: 2)
+        c.valueGroup = 12
+        check(c, .badGroup(12))
+        c.valueGroup = 128
+        check(c, .groupDoesNotDivideKVDim(group: 128, kvDim: 192))
+        c.valueGroup = nil
+        c.keyOutlierPairs = 33
+        check(c, .badOutlierPairs(33, headDim: 64))
+        c.keyOutlierPairs = 20
+        c.keyDroppedPairs = 13
+        check(c, .badOutlierPairs(13, headDim: 64))
+        c.keyDroppedPairs = nil
+        c.keyOutlierPairs = nil
+        c.keyClip = 9
+        check(c, .badClip(9))
+        // The 2-bit default groups values over 2G channels only where that divides the width.
+        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 192), 64)
+        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 96), 32)
+        XCTAssertEqual(KVCacheConfiguration(bits: 4).resolvedValueGroup(kvDim: 192), 32)
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
     }
@@ -208,11 +282,26 @@ final class KIVICacheTests: XCTestCase {
     func testMemoryAtContext2048() throws {
         let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048)
         let f16 = FloatKVCache(geometry: g, precision: .f16)
-        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2, group: 32, residual: 32, sink: 0))
+        var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 0)
+        config.valueGroup = 32
+        let k2 = try KIVICache(geometry: g, configuration: config)
         XCTAssertEqual(f16.allocatedBytes, 2048 * 23040)
         // 2-bit codes plus f16 scale and zero per 32: 3 bits per element.
         XCTAssertEqual(k2.bytesPerToken, 30 * 144)
         // Packed store for 2016 tokens plus a 32-token f16 window.
         XCTAssertEqual(k2.allocatedBytes, 2016 * 30 * 144 + 32 * 23040)
+    }
+
+    /// The memory target: the default 2-bit cache for this model at context 2048, with every
+    /// table it keeps and the staging rows a decode step holds, is at most 0.2x of an f16 cache.
+    func testDefaultTwoBitCacheAtContext2048IsAtMostOneFifthOfF16() throws {
+        let g = KVGeometry(layers: 30, kvHeads: 3, queryHeads: 9, headDim: 64, capacity: 2048, ropeDims: 64, ropeBase: 100_000)
+        let f16 = FloatKVCache(geometry: g, precision: .f16)
+        let k2 = try KIVICache(geometry: g, configuration: .init(bits: 2))
+        XCTAssertNotNil(k2.rotation)
+        let decodeStaging = 2 * (k2.residual + 1) * g.kvDim * 2
+        let ratio = Double(k2.allocatedBytes + decodeStaging) / Double(f16.allocatedBytes)
+        print("KV 2 bits at context 2048: \(ratio)x of f16")
+        XCTAssertLessThanOrEqual(ratio, 0.2)
     }
 }
