@@ -134,17 +134,15 @@ public enum GGMLMath {
         return reduce(acc)
     }
 
-    /// softmax(p) · V for an f16 V cache, as tinyBLAS multiplies ggml's transposed V by the
-    /// f16-rounded probabilities: out[c] = reduce over lanes L of the fused chain over positions
-    /// j ≡ L (mod 16). `lanes` is scratch of 16 * dim floats; p holds n probabilities (already
-    /// rounded to f16 values); v rows are `stride` halves apart.
+    /// slot[j % slots][c] = fused chain over positions j of p[j] * v[j][c] (slots a power of two):
+    /// the per-lane accumulators of both ggml orders, one row of dim floats per slot.
     @inlinable @inline(__always)
-    public static func weightedSumHalf(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
-                                       lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        lanes.initialize(repeating: 0, count: 16 * dim)
+    public static func accumulateSlots(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
+                                       slots: Int, into lanes: UnsafeMutablePointer<Float>) {
+        lanes.initialize(repeating: 0, count: slots * dim)
         for j in 0..<n {
             let w = V16(repeating: p[j])
-            let acc = lanes + (j & 15) * dim
+            let acc = lanes + (j & (slots - 1)) * dim
             let row = v + j * stride
             var c = 0
             while c < dim {
@@ -154,6 +152,16 @@ public enum GGMLMath {
                 c &+= 16
             }
         }
+    }
+
+    /// softmax(p) · V for an f16 V cache, as tinyBLAS multiplies ggml's transposed V by the
+    /// f16-rounded probabilities: out[c] = reduce over lanes L of the fused chain over positions
+    /// j ≡ L (mod 16). `lanes` is scratch of 16 * dim floats; p holds n probabilities (already
+    /// rounded to f16 values); v rows are `stride` halves apart.
+    @inlinable @inline(__always)
+    public static func weightedSumHalf(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
+                                       lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        accumulateSlots(p, n: n, v, stride: stride, dim: dim, slots: 16, into: lanes)
         // Lane reduction in `reduce` order, 16 channels at a time.
         var c = 0
         while c < dim {
@@ -200,19 +208,7 @@ public enum GGMLMath {
     @inlinable @inline(__always)
     public static func weightedSumHalfSingle(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
                                              lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        lanes.initialize(repeating: 0, count: 64 * dim)
-        for j in 0..<n {
-            let w = V16(repeating: p[j])
-            let acc = lanes + (j & 63) * dim
-            let row = v + j * stride
-            var c = 0
-            while c < dim {
-                let a = UnsafeMutableRawPointer(acc + c)
-                let x = float(UnsafeRawPointer(row + c).loadUnaligned(as: SIMD16<UInt16>.self))
-                a.storeBytes(of: a.loadUnaligned(as: V16.self).addingProduct(x, w), as: V16.self)
-                c &+= 16
-            }
-        }
+        accumulateSlots(p, n: n, v, stride: stride, dim: dim, slots: 64, into: lanes)
         // For channel c, lane l of accumulator a is slot 16a + l.
         for c in 0..<dim {
             @inline(__always) func acc(_ a: Int) -> V16 {
