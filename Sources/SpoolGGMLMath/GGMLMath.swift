@@ -6,7 +6,7 @@
 // llama.cpp's arithmetic (checked tensor by tensor against llama-eval-callback dumps with
 // `spool dump-tensors`, see docs/EXACTNESS.md) makes Spool's logits equal to llama.cpp's.
 //
-// Everything here is `@inlinable @inline(__always)` so that it is compiled inside its caller's
+// Everything here is `@_alwaysEmitIntoClient @inline(__always)` so that it is compiled inside its caller's
 // module: in SpoolKernelsAVX2 (built with FMA) `addingProduct` becomes one vfmadd; in the portable
 // module it is a fused multiply-add too (a libm call on baseline x86, native on aarch64), so the
 // results are identical at every level. Nothing here reassociates: SIMD lanes are the lanes ggml uses.
@@ -16,7 +16,7 @@ public enum GGMLMath {
 
     /// ggml_v_expf (AVX-512 version): exp(x) by n = round(x / ln2) and a degree-5 polynomial in
     /// the reduced argument, scaled by 2^n. Max error about 1.5 ulp; |n| > 192 saturates to 0 / inf.
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func exp(_ x: V16) -> V16 {
         let r = V16(repeating: 0x1.8p23)
         let z = r.addingProduct(x, V16(repeating: 0x1.715476p+0))
@@ -42,13 +42,13 @@ public enum GGMLMath {
     }
 
     /// ggml_v_silu: x / (1 + exp(0 - x)).
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func silu(_ x: V16) -> V16 {
         x / (1 + exp(0 - x))
     }
 
     /// _mm512_reduce_add_ps as GCC expands it: halves, then quarters, then pairs.
-    @inlinable @inline(__always)
+    @_transparent
     public static func reduce(_ v: V16) -> Float {
         let t3 = v.highHalf + v.lowHalf
         let t6 = t3.highHalf + t3.lowHalf
@@ -57,7 +57,7 @@ public enum GGMLMath {
     }
 
     /// hsum_float_8: (x0 + x4) + (x2 + x6) + ((x1 + x5) + (x3 + x7)).
-    @inlinable @inline(__always)
+    @_transparent
     public static func reduce(_ v: SIMD8<Float>) -> Float {
         let a = v.highHalf + v.lowHalf
         let b = a.lowHalf + a.highHalf
@@ -65,7 +65,7 @@ public enum GGMLMath {
     }
 
     /// ggml_vec_swiglu_f32: silu(gate) * up, 16 at a time; the tail as ggml_silu_f32 (x / (1 + expf(-x))).
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, count: Int,
                               into out: UnsafeMutablePointer<Float>, expf: (Float) -> Float) {
         var i = 0
@@ -86,7 +86,7 @@ public enum GGMLMath {
     /// w = s * scale, m = max(w), e = exp(w - m) 16 at a time with the sum of each 16 added in
     /// double, then e * Float(1 / sum). Scores past n are masked (-inf), as in llama.cpp's padded
     /// rows, so the last group of 16 is padded with zeros.
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func softmax(_ s: UnsafeMutablePointer<Float>, n: Int, scale: Float) {
         var m = -Float.infinity
         for i in 0..<n {
@@ -108,21 +108,19 @@ public enum GGMLMath {
         for i in 0..<n { s[i] *= inv }
     }
 
-    /// f16 bits to float, exact (the f16 exponent is rebased by a multiply by 2^112).
-    @inlinable @inline(__always)
+    /// f16 bits to float (exact). Compiled with F16C (SpoolKernelsAVX2) this is two vcvtph2ps;
+    /// in the portable module it is a conversion call per value.
+    @_transparent
     public static func float(_ h: SIMD16<UInt16>) -> V16 {
-        let w = SIMD16<UInt32>(truncatingIfNeeded: h)
-        let em = (w & 0x7fff) &<< 13
-        var f = unsafeBitCast(em, to: V16.self) * 0x1p112
-        let special = (w & 0x7c00) .== 0x7c00
-        if any(special) { f = f.replacing(with: unsafeBitCast(em | 0x7f80_0000, to: V16.self), where: special) }
-        return unsafeBitCast(unsafeBitCast(f, to: SIMD16<UInt32>.self) | ((w & 0x8000) &<< 16), to: V16.self)
+        var r = V16(repeating: 0)
+        for l in 0..<16 { r[l] = Float(Float16(bitPattern: h[l])) }
+        return r
     }
 
     /// Q·K for an f16 K cache as ggml's tinyBLAS computes it (the query rounded to f16 by the
     /// caller): lane l accumulates elements l, l + 16, ... with fused multiply-adds, then `reduce`.
     /// dim must be a multiple of 16.
-    @inlinable @inline(__always)
+    @_transparent
     public static func dotHalf(_ q: UnsafePointer<Float>, _ k: UnsafePointer<UInt16>, dim: Int) -> Float {
         var acc = V16(repeating: 0)
         var i = 0
@@ -136,7 +134,7 @@ public enum GGMLMath {
 
     /// slot[j % slots][c] = fused chain over positions j of p[j] * v[j][c] (slots a power of two):
     /// the per-lane accumulators of both ggml orders, one row of dim floats per slot.
-    @inlinable @inline(__always)
+    @_transparent
     public static func accumulateSlots(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
                                        slots: Int, into lanes: UnsafeMutablePointer<Float>) {
         lanes.initialize(repeating: 0, count: slots * dim)
@@ -158,7 +156,7 @@ public enum GGMLMath {
     /// f16-rounded probabilities: out[c] = reduce over lanes L of the fused chain over positions
     /// j ≡ L (mod 16). `lanes` is scratch of 16 * dim floats; p holds n probabilities (already
     /// rounded to f16 values); v rows are `stride` halves apart.
-    @inlinable @inline(__always)
+    @_transparent
     public static func weightedSumHalf(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
                                        lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         accumulateSlots(p, n: n, v, stride: stride, dim: dim, slots: 16, into: lanes)
@@ -180,7 +178,7 @@ public enum GGMLMath {
     /// single token: four 16-lane accumulators take elements 64i + 16j + l in turn (j = 0..<4),
     /// reduced as ((a0 + a2) + (a1 + a3)) and then `reduce`; elements past the last multiple of 64
     /// are added in double.
-    @inlinable @inline(__always)
+    @_transparent
     public static func dotHalfSingle(_ q: UnsafePointer<Float>, _ k: UnsafePointer<UInt16>, dim: Int) -> Float {
         var a0 = V16(repeating: 0), a1 = a0, a2 = a0, a3 = a0
         var i = 0
@@ -205,7 +203,7 @@ public enum GGMLMath {
     /// slot j % 64 (accumulator (j / 16) % 4, lane j % 16); slots are reduced as in `dotHalfSingle`.
     /// llama.cpp pads the positions to a multiple of 256 with zero probabilities, which add nothing,
     /// so they need no work here. `lanes` is scratch of 64 * dim floats.
-    @inlinable @inline(__always)
+    @_transparent
     public static func weightedSumHalfSingle(_ p: UnsafePointer<Float>, n: Int, _ v: UnsafePointer<UInt16>, stride: Int, dim: Int,
                                              lanes: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         accumulateSlots(p, n: n, v, stride: stride, dim: dim, slots: 64, into: lanes)
@@ -231,7 +229,7 @@ extension GGMLMath {
     /// ggml_compute_forward_rms_norm_f32 followed by the weight multiply: the squares are rounded to
     /// float and summed in double, mean = Float(sum / n), scale = 1 / sqrtf(mean + eps), and
     /// out = (x * scale) * weight.
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, eps: Float,
                                into out: UnsafeMutablePointer<Float>) {
         var sum: Double = 0
@@ -247,7 +245,7 @@ extension GGMLMath {
     /// ggml_rope_cache_init for one position with no scaling: theta starts at the position and is
     /// multiplied by base^(-2 / ropeDims) (powf) after each pair; cosf / sinf of it. Written as the
     /// rotation wants them: cs = (c0, s0, c1, s1, ...) and sc = (-s0, c0, -s1, c1, ...).
-    @inlinable
+    @_alwaysEmitIntoClient
     public static func ropeAngles(position: Int, ropeDims: Int, base: Float,
                                   cs: UnsafeMutablePointer<Float>, sc: UnsafeMutablePointer<Float>) {
         let thetaScale = powf(base, -2 / Float(ropeDims))
@@ -262,7 +260,7 @@ extension GGMLMath {
 
     /// rotate_pairs as compiled by GCC (the products contracted): x0' = fma(x0, c, -(x1 * s)),
     /// x1' = fma(x0, s, x1 * c), i.e. fma(evens duplicated, cs, odds duplicated * sc).
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func rotate(_ v: UnsafeMutablePointer<Float>, _ d: Int, cs: UnsafePointer<Float>, sc: UnsafePointer<Float>) {
         var i = 0
         while i + 8 <= d {
@@ -288,7 +286,7 @@ extension GGMLMath {
     /// with its vec_dot instead of tinyBLAS, whose sums run in another order: `singleToken` picks
     /// the `...Single` versions.
     /// scores: n floats of scratch; lanes: 64 * dim floats of scratch.
-    @inlinable @inline(__always)
+    @_alwaysEmitIntoClient @inline(__always)
     public static func attendHalf(query q: UnsafePointer<Float>, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>,
                                   stride: Int, count n: Int, dim: Int, scale: Float, singleToken: Bool,
                                   scores: UnsafeMutablePointer<Float>, lanes: UnsafeMutablePointer<Float>,
