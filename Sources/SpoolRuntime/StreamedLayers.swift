@@ -89,13 +89,16 @@ extension StreamedLayers {
         }
         return try StreamedLayers(path: path, extents: extents, fixedBytes: fixedBytes, options: options) { layer, buffer, owner in
             let base = extents[layer].offset - gguf.dataOffset
-            return try loader.layer(layer, bytes: { t throws(ModelError) in
+            // (Bound to a typed variable first: a typed-throws closure literal passed straight to the
+            // protocol extension's `layer` crashes SILGen in Swift 6.3.1.)
+            let bytes: LlamaGGUFLoader.Bytes = { t throws(ModelError) in
                 let lo = t.offset - base
                 guard lo >= 0, lo + t.byteCount <= buffer.count else {
                     throw .invalidTensorData(tensor: t.name, reason: "outside its block's extent")
                 }
                 return UnsafeRawBufferPointer(rebasing: buffer[lo..<(lo + t.byteCount)])
-            }, owner: owner)
+            }
+            return try loader.layer(layer, bytes: bytes, owner: owner)
         }
     }
 }

@@ -21,12 +21,14 @@ extension StreamedLayers {
             verify: { layer, _, bytes in try SpoolFile.checkExtent(blocks[layer], tensors: tensors[layer], bytes: bytes) }
         ) { layer, buffer, owner in
             let block = blocks[layer]
-            return try loader.layer(layer, bytes: { t throws(ModelError) in
+            // (A typed variable, as in StreamedLayers.gguf: the closure literal crashes SILGen.)
+            let bytes: LlamaSpoolLoader.Bytes = { t throws(ModelError) in
                 guard t.extent == indices[layer], t.offset >= 0, t.offset + t.length <= buffer.count else {
                     throw .invalidTensorData(tensor: t.name, reason: "outside its block's extent \(block.name)")
                 }
                 return UnsafeRawBufferPointer(rebasing: buffer[t.offset..<(t.offset + t.length)])
-            }, owner: owner)
+            }
+            return try loader.layer(layer, bytes: bytes, owner: owner)
         }
     }
 }

@@ -65,17 +65,7 @@ public final class LlamaModel: LanguageModel {
     /// With `residentLayers` false no block is built: a `layerSource` must be set before `forward`.
     public convenience init(gguf: GGUFFile, residentLayers: Bool = true) throws(ModelError) {
         let loader = try LlamaGGUFLoader(gguf: gguf)
-        let c = loader.configuration
-        let embedding = try loader.matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
-        var layers: [LlamaLayer] = []
-        if residentLayers {
-            for i in 0..<c.layers { layers.append(try loader.layer(i, bytes: loader.mapped)) }
-        }
-        let outputNorm = try loader.vector("output_norm.weight", c.dim, bytes: loader.mapped)
-        let output = gguf.tensor(named: "output.weight") == nil
-            ? embedding
-            : try loader.matrix("output.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
-        self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+        try self.init(loader: loader, residentLayers: residentLayers)
         ggufLoader = loader
     }
 

@@ -11,7 +11,7 @@ public protocol LayerSource: AnyObject {
 /// Builds Llama weights from GGUF tensors (llama.cpp's names: `blk.N.attn_q.weight` ...), reading
 /// each tensor's bytes through a caller-supplied function: the file's mapping for a resident model,
 /// or a buffer holding one streamed layer's extent.
-public struct LlamaGGUFLoader {
+public struct LlamaGGUFLoader: LlamaWeightLoader {
     public let gguf: GGUFFile
     public let configuration: LlamaConfiguration
     /// One 8-bit activation buffer shared by every block-quantized weight of the model (one forward
@@ -70,18 +70,5 @@ public struct LlamaGGUFLoader {
         return out
     }
 
-    /// Block i's weights.
-    public func layer(_ i: Int, bytes: Bytes, owner: AnyObject? = nil) throws(ModelError) -> LlamaLayer {
-        let c = configuration, p = "blk.\(i)."
-        return LlamaLayer(
-            attnNorm: try vector(p + "attn_norm.weight", c.dim, bytes: bytes),
-            wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim, bytes: bytes, owner: owner),
-            wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
-            wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
-            wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim, bytes: bytes, owner: owner),
-            ffnNorm: try vector(p + "ffn_norm.weight", c.dim, bytes: bytes),
-            wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
-            wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
-            wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim, bytes: bytes, owner: owner))
-    }
+    public func hasTensor(_ name: String) -> Bool { gguf.tensor(named: name) != nil }
 }

@@ -20,7 +20,7 @@ extension LlamaConfiguration {
 /// Builds Llama weights from .spool tensors, reading each tensor's bytes through a caller-supplied
 /// function: the file's mapping for a resident model (checksums verified on an extent's first
 /// read), or a buffer holding one streamed block's extent (the streamer verifies it).
-public struct LlamaSpoolLoader {
+public struct LlamaSpoolLoader: LlamaWeightLoader {
     public let spool: SpoolFile
     public let configuration: LlamaConfiguration
     /// One 8-bit activation buffer for all packed weights (one forward pass runs at a time),
@@ -83,20 +83,7 @@ public struct LlamaSpoolLoader {
         return e
     }
 
-    /// Block i's weights.
-    public func layer(_ i: Int, bytes: Bytes, owner: AnyObject? = nil) throws(ModelError) -> LlamaLayer {
-        let c = configuration, p = "blk.\(i)."
-        return LlamaLayer(
-            attnNorm: try vector(p + "attn_norm.weight", c.dim, bytes: bytes),
-            wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim, bytes: bytes, owner: owner),
-            wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
-            wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim, bytes: bytes, owner: owner),
-            wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim, bytes: bytes, owner: owner),
-            ffnNorm: try vector(p + "ffn_norm.weight", c.dim, bytes: bytes),
-            wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
-            wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim, bytes: bytes, owner: owner),
-            wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim, bytes: bytes, owner: owner))
-    }
+    public func hasTensor(_ name: String) -> Bool { spool.tensor(named: name) != nil }
 }
 
 extension LlamaModel {
@@ -106,17 +93,7 @@ extension LlamaModel {
     /// (streaming, see `spoolLoader`) must be set before `forward`.
     public convenience init(spool: SpoolFile, residentLayers: Bool = true) throws(ModelError) {
         let loader = try LlamaSpoolLoader(spool: spool)
-        let c = loader.configuration
-        let embedding = try loader.matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
-        var layers: [LlamaLayer] = []
-        if residentLayers {
-            for i in 0..<c.layers { layers.append(try loader.layer(i, bytes: loader.mapped)) }
-        }
-        let outputNorm = try loader.vector("output_norm.weight", c.dim, bytes: loader.mapped)
-        let output = spool.tensor(named: "output.weight") == nil
-            ? embedding
-            : try loader.matrix("output.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped)
-        self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+        try self.init(loader: loader, residentLayers: residentLayers)
         spoolLoader = loader
     }
 }
