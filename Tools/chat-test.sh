@@ -37,7 +37,9 @@ grep -q '"turns"' "$tmp/conv.json" 2>/dev/null && ok "/save writes the conversat
 if ! command -v tmux >/dev/null; then
   bad "tmux is not installed"
 else
-  pane() { tmux capture-pane -p -t spool-chat-test -S -200; }
+  # -J joins lines the 160-column pane wrapped (a reply can wrap inside "[stopped]"); it also keeps
+  # trailing spaces, which the sed drops so that '^>$' still matches an empty prompt line.
+  pane() { tmux capture-pane -p -J -t spool-chat-test -S -200 | sed 's/[[:space:]]*$//'; }
   waitfor() {  # waitfor PATTERN SECONDS
     for _ in $(seq 1 $((${2} * 10))); do pane | grep -q -- "$1" && return 0; sleep 0.1; done
     return 1
