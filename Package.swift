@@ -26,7 +26,10 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
-        .target(name: "SpoolFormat"),
+        // CRC-32C by the CPU instruction (SSE4.2 / ARMv8 CRC), picked at run time; C because Swift
+        // cannot enable a target feature for one function.
+        .target(name: "CSpoolCRC"),
+        .target(name: "SpoolFormat", dependencies: ["CSpoolCRC"]),
         .target(name: "SpoolTokenizer", dependencies: ["SpoolFormat"]),
         // cpuid / xgetbv and a spin-wait hint, which Swift cannot express. Everything x86-specific in it
         // is behind `#if defined(__x86_64__)`, so it builds unchanged on aarch64.
