@@ -15,15 +15,23 @@ final class SpoolStreamingTests: XCTestCase {
     /// Enough for the prompt and 48 tokens; the KV cache and scratch are planned for it.
     static let context = 64
 
+    /// Where the shared pack goes (per process, so concurrent test runs do not collide).
+    static let packPath = NSTemporaryDirectory() + "spool-stream-\(getpid()).spool"
+
     /// One pack per test run (a few seconds), shared by the tests.
     static let packed: Result<String, Error> = Result {
         guard let model = try TestAssets.modelPath() else { throw XCTSkip("default model absent; run Tools/fetch-model.sh") }
-        let out = NSTemporaryDirectory() + "spool-stream-\(getpid()).spool"
-        try QuickPack.pack(gguf: model, to: out)
-        return out
+        try QuickPack.pack(gguf: model, to: packPath)
+        return packPath
     }
 
     func packedPath() throws -> String { try Self.packed.get() }
+
+    /// The pack is 77 MB: remove it when the class's tests are done.
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: packPath)
+        super.tearDown()
+    }
 
     static func fileSize(_ path: String) throws -> Int {
         try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
