@@ -29,12 +29,30 @@ extension QuantAVX512 {
         guard !rowRange.isEmpty, !tokenRange.isEmpty else { return }
         let nb = a.cols / 32, groups = a.cols / a.group
         let wqBytes = a.cols * panelRows, scaleBytes = groups * panelRows * 4
-        // Panel, then the 8 tokens' group sums of s_x (only needed for groups over 32).
-        withUnsafeTemporaryAllocation(byteCount: wqBytes + 2 * scaleBytes + panelTokens * groups * 4, alignment: 64) { buf in
+        // The offsets multiply Σ_{b in g} s_x(b): with groups of 32 that is s_x itself, otherwise
+        // the sums are made once per call for all its tokens (not per panel).
+        let bpg = a.group / 32, sumBytes = bpg == 1 ? 0 : tokenRange.count * groups * 4
+        withUnsafeTemporaryAllocation(byteCount: wqBytes + 2 * scaleBytes + sumBytes, alignment: 64) { buf in
             let wq = buf.baseAddress!
             let dg = (wq + wqBytes).assumingMemoryBound(to: Float.self)   // (groups, 16) d per row
             let mg = dg + groups * panelRows                               // (groups, 16) m per row
-            let sg = mg + groups * panelRows                               // (8, groups) Σ s_x per group
+            let sums = mg + groups * panelRows                             // (tokens, groups) Σ s_x per group
+            let sg: UnsafePointer<Float>, sStride: Int
+            if bpg == 1 {
+                sg = a.s + tokenRange.lowerBound * nb
+                sStride = nb
+            } else {
+                for t in 0..<tokenRange.count {
+                    let sx = a.s + (tokenRange.lowerBound + t) * nb
+                    for g in 0..<groups {
+                        var acc: Float = 0
+                        for b in 0..<bpg { acc += sx[g * bpg + b] }
+                        sums[t * groups + g] = acc
+                    }
+                }
+                sg = UnsafePointer(sums)
+                sStride = groups
+            }
             var r0 = rowRange.lowerBound
             while r0 < rowRange.upperBound {
                 let nr = min(panelRows, rowRange.upperBound - r0)
@@ -42,7 +60,8 @@ extension QuantAVX512 {
                 var t0 = tokenRange.lowerBound
                 while t0 < tokenRange.upperBound {
                     let nt = min(panelTokens, tokenRange.upperBound - t0)
-                    panelTile(a, wq: wq, dg: dg, mg: mg, sg: sg, r0: r0, nr: nr, t0: t0, nt: nt, nb: nb, groups: groups)
+                    let s = sg + (t0 - tokenRange.lowerBound) * sStride
+                    panelTile(a, wq: wq, dg: dg, mg: mg, s: s, sStride: sStride, r0: r0, nr: nr, t0: t0, nt: nt, nb: nb)
                     t0 += nt
                 }
                 r0 += nr
@@ -82,40 +101,23 @@ extension QuantAVX512 {
     }
 
     /// Up to 8 tokens t0 ..< t0 + nt against one panel. Missing tokens (nt < 8) repeat the last
-    /// one and are not stored.
+    /// one and are not stored. s: token t0's Σ s_x per group, the next token's `sStride` further.
     @inline(__always)
     static func panelTile(_ a: PackedMatmulArgs, wq: UnsafeMutableRawPointer, dg: UnsafeMutablePointer<Float>,
-                          mg: UnsafeMutablePointer<Float>, sg: UnsafeMutablePointer<Float>,
-                          r0: Int, nr: Int, t0: Int, nt: Int, nb: Int, groups: Int) {
+                          mg: UnsafeMutablePointer<Float>, s: UnsafePointer<Float>, sStride: Int,
+                          r0: Int, nr: Int, t0: Int, nt: Int, nb: Int) {
         let cols = a.cols, bpg = a.group / 32
-        @inline(__always) func tok(_ k: Int) -> Int { t0 + min(k, nt - 1) }
-        let x0 = UnsafeRawPointer(a.qs + tok(0) * cols), x1 = UnsafeRawPointer(a.qs + tok(1) * cols)
-        let x2 = UnsafeRawPointer(a.qs + tok(2) * cols), x3 = UnsafeRawPointer(a.qs + tok(3) * cols)
-        let x4 = UnsafeRawPointer(a.qs + tok(4) * cols), x5 = UnsafeRawPointer(a.qs + tok(5) * cols)
-        let x6 = UnsafeRawPointer(a.qs + tok(6) * cols), x7 = UnsafeRawPointer(a.qs + tok(7) * cols)
-        let d0 = a.d + tok(0) * nb, d1 = a.d + tok(1) * nb, d2 = a.d + tok(2) * nb, d3 = a.d + tok(3) * nb
-        let d4 = a.d + tok(4) * nb, d5 = a.d + tok(5) * nb, d6 = a.d + tok(6) * nb, d7 = a.d + tok(7) * nb
-        // The offset multiplies Σ_{b in g} s_x(b): with groups of 32 that is s_x itself.
-        let s: UnsafePointer<Float>, sStride: Int
-        if bpg == 1 {
-            s = a.s + t0 * nb
-            sStride = nb
-        } else {
-            for k in 0..<panelTokens {
-                let sx = a.s + tok(k) * nb
-                for g in 0..<groups {
-                    var acc: Float = 0
-                    for b in 0..<bpg { acc += sx[g * bpg + b] }
-                    sg[k * groups + g] = acc
-                }
-            }
-            s = UnsafePointer(sg)
-            sStride = groups
-        }
+        // Wrapping arithmetic: the offsets are inside buffers the caller sized, and overflow
+        // checks here are per (panel, 8 tokens).
+        @inline(__always) func tok(_ k: Int) -> Int { t0 &+ min(k, nt &- 1) }
+        @inline(__always) func xq(_ k: Int) -> UnsafeRawPointer { UnsafeRawPointer(a.qs) + tok(k) &* cols }
+        @inline(__always) func xd(_ k: Int) -> UnsafePointer<Float> { a.d + tok(k) &* nb }
+        let x0 = xq(0), x1 = xq(1), x2 = xq(2), x3 = xq(3), x4 = xq(4), x5 = xq(5), x6 = xq(6), x7 = xq(7)
+        let d0 = xd(0), d1 = xd(1), d2 = xd(2), d3 = xd(3), d4 = xd(4), d5 = xd(5), d6 = xd(6), d7 = xd(7)
         @inline(__always) func bcast(_ x: UnsafeRawPointer, _ o: Int) -> __m512i {
             _mm512_set1_epi32(x.loadUnaligned(fromByteOffset: o, as: Int32.self))
         }
-        @inline(__always) func sOf(_ k: Int, _ g: Int) -> __m512 { _mm512_set1_ps(s[min(k, nt - 1) * sStride + g]) }
+        @inline(__always) func sOf(_ k: Int, _ g: Int) -> __m512 { _mm512_set1_ps(s[min(k, nt &- 1) &* sStride &+ g]) }
 
         var f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps()
         var f4 = _mm512_setzero_ps(), f5 = _mm512_setzero_ps(), f6 = _mm512_setzero_ps(), f7 = _mm512_setzero_ps()
@@ -123,10 +125,10 @@ extension QuantAVX512 {
         for b in 0..<nb {
             var i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512(), i2 = _mm512_setzero_si512(), i3 = _mm512_setzero_si512()
             var i4 = _mm512_setzero_si512(), i5 = _mm512_setzero_si512(), i6 = _mm512_setzero_si512(), i7 = _mm512_setzero_si512()
-            let wb = wq + b * 512
+            let wb = wq + b &* 512
             for q in 0..<8 {
-                let w = _mm512_load_si512(wb + 64 * q)
-                let o = 32 * b + 4 * q
+                let w = _mm512_load_si512(wb + 64 &* q)
+                let o = 32 &* b &+ 4 &* q
                 i0 = _mm512_dpbusd_epi32(i0, w, bcast(x0, o))
                 i1 = _mm512_dpbusd_epi32(i1, w, bcast(x1, o))
                 i2 = _mm512_dpbusd_epi32(i2, w, bcast(x2, o))
@@ -145,7 +147,7 @@ extension QuantAVX512 {
             f5 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i5), _mm512_mul_ps(dw, _mm512_set1_ps(d5[b])), f5)
             f6 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i6), _mm512_mul_ps(dw, _mm512_set1_ps(d6[b])), f6)
             f7 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i7), _mm512_mul_ps(dw, _mm512_set1_ps(d7[b])), f7)
-            if (b + 1) % bpg == 0 {
+            if b & (bpg - 1) == bpg - 1 {   // bpg is 1, 2 or 4
                 // Group g ends: + m_g(row) · Σ s_x over the group, per token.
                 let mw = _mm512_load_ps(mg + g * panelRows)
                 f0 = _mm512_fmadd_ps(mw, sOf(0, g), f0)
