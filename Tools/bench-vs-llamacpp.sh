@@ -59,12 +59,15 @@ if [ "${BUILD_ONLY:-0}" = 1 ]; then echo "$LLAMA_BENCH"; exit 0; fi
 swift build -c release --product spool >&2
 SPOOL="$(swift build -c release --show-bin-path)/spool"
 
+# The machine may be shared: the load average goes with the figures.
+echo "== load before: $(uptime)"
 echo "== llama.cpp llama-bench ($LLAMA_BENCH)"
 LLAMA_JSON="$("$LLAMA_BENCH" -m "$MODEL" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" -o json)"
 echo "$LLAMA_JSON"
 echo "== spool bench (${SPOOL_MODEL:-$MODEL})"
 SPOOL_JSON="$("$SPOOL" bench -m "${SPOOL_MODEL:-$MODEL}" -p "$PP" -n "$TG" -t "$THREADS" -r "$REPS" --json)"
 echo "$SPOOL_JSON"
+echo "== load after: $(uptime)"
 
 python3 - "$LLAMA_JSON" "$SPOOL_JSON" "$PP" "$TG" <<'EOF'
 import json, sys

@@ -16,7 +16,7 @@ public enum GGMLMath {
 
     /// ggml_v_expf (AVX-512 version): exp(x) by n = round(x / ln2) and a degree-5 polynomial in
     /// the reduced argument, scaled by 2^n. Max error about 1.5 ulp; |n| > 192 saturates to 0 / inf.
-    @_alwaysEmitIntoClient @inline(__always)
+    @_transparent
     public static func exp(_ x: V16) -> V16 {
         let r = V16(repeating: 0x1.8p23)
         let z = r.addingProduct(x, V16(repeating: 0x1.715476p+0))
@@ -86,7 +86,7 @@ public enum GGMLMath {
     /// w = s * scale, m = max(w), e = exp(w - m) 16 at a time with the sum of each 16 added in
     /// double, then e * Float(1 / sum). Scores past n are masked (-inf), as in llama.cpp's padded
     /// rows, so the last group of 16 is padded with zeros.
-    @_alwaysEmitIntoClient @inline(__always)
+    @_transparent
     public static func softmax(_ s: UnsafeMutablePointer<Float>, n: Int, scale: Float) {
         var m = -Float.infinity
         for i in 0..<n {

@@ -17,9 +17,16 @@ public final class FloatKVCache: KVCache {
     private var keys: [UnsafeMutableRawPointer]
     private var values: [UnsafeMutableRawPointer]
 
-    public init(geometry: KVGeometry, precision: Precision = .f32) {
+    /// With f16 storage: attend as llama.cpp does (`Kernels.attendHalf`, bit for bit), or, when
+    /// false, through the faster `Kernels.attendKVHead` (keys/values converted once per KV head and
+    /// chunk, shared by the group's query heads). Models whose logits cannot match llama.cpp anyway
+    /// (.spool files) take the fast one.
+    public let exactAttention: Bool
+
+    public init(geometry: KVGeometry, precision: Precision = .f32, exactAttention: Bool = true) {
         self.geometry = geometry
         self.precision = precision
+        self.exactAttention = exactAttention
         let bytes = max(geometry.capacity * geometry.kvDim, 1) * (precision == .f32 ? 4 : 2)
         keys = (0..<geometry.layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
         values = (0..<geometry.layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
@@ -54,7 +61,7 @@ public final class FloatKVCache: KVCache {
         let group = g.queryHeads / g.kvHeads
         let scale = 1 / Float(g.headDim).squareRoot()
         let k = UnsafeRawPointer(keys[layer]), v = UnsafeRawPointer(values[layer])
-        if precision == .f16 && g.headDim % 16 == 0 {
+        if precision == .f16 && exactAttention && g.headDim % 16 == 0 {
             // llama.cpp's arithmetic, operation for operation (see GGMLMath): one task per
             // (token, query head).
             pool.parallelRanges(tokens * g.queryHeads) { range in

@@ -138,10 +138,14 @@ public struct KVCacheFactory: Sendable {
     /// The model's shape; its `capacity` is replaced by each `makeCache` call's.
     public let geometry: KVGeometry
 
-    public init(configuration: KVCacheConfiguration, geometry: KVGeometry) throws(KVConfigurationError) {
+    /// f16 caches attend with llama.cpp's exact arithmetic (see `FloatKVCache.exactAttention`).
+    public let exactAttention: Bool
+
+    public init(configuration: KVCacheConfiguration, geometry: KVGeometry, exactAttention: Bool = true) throws(KVConfigurationError) {
         try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
         self.configuration = configuration
         self.geometry = geometry
+        self.exactAttention = exactAttention
     }
 
     public func makeCache(capacity: Int) -> KVCache {
@@ -149,7 +153,7 @@ public struct KVCacheFactory: Sendable {
         g.capacity = max(0, capacity)
         switch configuration.bits {
         case 32: return FloatKVCache(geometry: g, precision: .f32)
-        case 16: return FloatKVCache(geometry: g, precision: .f16)
+        case 16: return FloatKVCache(geometry: g, precision: .f16, exactAttention: exactAttention)
         default: return KIVICache(validated: configuration, geometry: g)
         }
     }

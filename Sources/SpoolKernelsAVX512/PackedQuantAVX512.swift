@@ -10,8 +10,12 @@ import SpoolKernelsAVX2
 extension QuantAVX512 {
     @inline(never)
     public static func matmulPacked(_ p: PackedMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>) {
-        if p.bits == 4 && p.group >= 64 && tokenRange.count <= decodeMaxTokens {
+        if p.bits == 4 && (p.cols / 32) % 2 == 0 && tokenRange.count <= decodeMaxTokens {
             for t in tokenRange { matvec4(p, rowRange: rowRange, t: t) }
+            return
+        }
+        if tokenRange.count >= panelMinTokens {
+            matmulPackedPanels(p, rowRange: rowRange, tokenRange: tokenRange)
             return
         }
         let a = QuantMatmulArgs(w: p.quants, rows: p.rows, cols: p.cols, qs: p.qs, d: p.d, s: p.s, y: p.y)
@@ -50,8 +54,11 @@ extension QuantAVX512 {
     /// (`matvec4`) instead of through an unpacked tile that only one token would use.
     static let decodeMaxTokens = 3
 
-    /// One token, 4-bit weights with groups of 64 or 128: a pair of chunks (one group or half of
-    /// one, 32 bytes) is broadcast to both halves of a zmm, shifted by 0 in the low half and 4 in
+    /// From this many tokens on, the rows-in-lanes panels (`matmulPackedPanels`) are used.
+    public static let panelMinTokens = 4
+
+    /// One token, 4-bit weights (an even number of chunks per row): a pair of chunks (32 bytes; two
+    /// groups, one group or half of one) is broadcast to both halves of a zmm, shifted by 0 in the low half and 4 in
     /// the high half and masked, giving the nibbles in the order [chunk 0 low, chunk 1 low,
     /// chunk 0 high, chunk 1 high] (16 values each). The token's activation bytes are permuted
     /// once to that order, so one `vpdpbusd` takes 64 weights with no shuffle per row; its 16
@@ -59,7 +66,7 @@ extension QuantAVX512 {
     /// The offset term is Σ_g m_g Σ_{b in g} s_x(b), a short scalar loop per row.
     @inline(__always)
     static func matvec4(_ a: PackedMatmulArgs, rowRange: Range<Int>, t: Int) {
-        let nb = a.cols / 32, np = nb / 2, groups = a.cols / a.group, pairShift = a.group == 64 ? 0 : 1
+        let nb = a.cols / 32, np = nb / 2, groups = a.cols / a.group, pairShift = a.group == 128 ? 1 : 0
         let rb = a.rowBytes
         withUnsafeTemporaryAllocation(byteCount: a.cols + np * 64 + groups * 4, alignment: 64) { buf in
             let xp = buf.baseAddress!
@@ -82,7 +89,11 @@ extension QuantAVX512 {
             @inline(__always) func step(_ acc: __m512, _ row: UnsafeRawPointer, _ sc: UnsafeRawPointer, _ p: Int,
                                         _ x: __m512i, _ d: __m512) -> __m512 {
                 let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), weights(row, p), x))
-                return _mm512_fmadd_ps(_mm512_mul_ps(dot, d), _mm512_set1_ps(f16(sc, 4 * (p >> pairShift))), acc)
+                // Groups of 32: lanes 0-3 and 8-11 are chunk 0 (group 2p), 4-7 and 12-15 chunk 1.
+                let dw = a.group == 32
+                    ? _mm512_mask_blend_ps(0xF0F0, _mm512_set1_ps(f16(sc, 8 * p)), _mm512_set1_ps(f16(sc, 8 * p + 4)))
+                    : _mm512_set1_ps(f16(sc, 4 * (p >> pairShift)))
+                return _mm512_fmadd_ps(_mm512_mul_ps(dot, d), dw, acc)
             }
             @inline(__always) func offset(_ sc: UnsafeRawPointer) -> Float {
                 var m: Float = 0

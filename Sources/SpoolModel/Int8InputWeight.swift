@@ -11,13 +11,23 @@ public protocol Int8InputWeight: LinearWeight {
     /// Rows `rows` of y from quantized activations, on the calling thread (one task of a
     /// parallel loop that may serve several weights at once).
     func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>)
+    /// Rows per task of a parallel loop over this weight's rows for `tokens` tokens.
+    func rowsPerTask(tokens: Int, threads: Int) -> Int
+    /// false when `apply` multiplies float activations instead (a reference mode), so that
+    /// `applyShared` must not quantize for it.
+    var takesInt8Activations: Bool { get }
+}
+
+extension Int8InputWeight {
+    public var takesInt8Activations: Bool { true }
+    public func rowsPerTask(tokens: Int, threads: Int) -> Int { Kernels.rowsPerChunk(rows, threads: threads) }
 }
 
 /// y_i = x · W_iᵀ for weights reading the same x. When they all take 8-bit activations from the
 /// same buffer, x is quantized once for all of them; otherwise each applies on its own.
 public func applyShared(_ weights: [LinearWeight], _ x: UnsafePointer<Float>, tokens: Int,
                         into outputs: [UnsafeMutablePointer<Float>], pool: ThreadPool) {
-    if let first = weights.first as? Int8InputWeight,
+    if let first = weights.first as? Int8InputWeight, first.takesInt8Activations,
        weights.allSatisfy({ ($0 as? Int8InputWeight)?.activations === first.activations && $0.cols == first.cols }) {
         let a = first.activations
         Kernels.quantizeActivations(x, tokens: tokens, cols: first.cols, into: a, pool: pool)
@@ -26,7 +36,7 @@ public func applyShared(_ weights: [LinearWeight], _ x: UnsafePointer<Float>, to
         var tasks: [(weight: Int8InputWeight, y: UnsafeMutablePointer<Float>, rows: Range<Int>)] = []
         for (w, y) in zip(weights, outputs) {
             guard let w = w as? Int8InputWeight else { continue }   // all are, checked above
-            let per = Kernels.rowsPerChunk(w.rows, threads: pool.threadCount)
+            let per = w.rowsPerTask(tokens: tokens, threads: pool.threadCount)
             for r in stride(from: 0, to: w.rows, by: per) { tasks.append((w, y, r..<min(w.rows, r + per))) }
         }
         pool.parallelFor(tasks.count) { i in tasks[i].weight.applyRows(tasks[i].rows, quantized: a, into: tasks[i].y) }

@@ -66,7 +66,9 @@ public final class Engine {
                 tokenizer = try BPETokenizer(gguf: gguf)
                 chatTemplate = try gguf.string("tokenizer.chat_template")
             }
-            kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0))
+            // .spool weights are not llama.cpp's: their f16 attention need not be bit-exact, so it takes the fast kernel.
+            kvCaches = try KVCacheFactory(configuration: options.kv, geometry: model.kvGeometry(capacity: 0),
+                                          exactAttention: !SpoolFile.hasMagic(path: path))
             let loaded = model
             let kv = kvCaches
             streamedLayers = try options.streaming.map { s in

@@ -22,7 +22,7 @@ final class PackedQuantKernelTests: XCTestCase {
 
     func testPackedMatmulMatchesReferenceAtEveryLevel() {
         let pool = ThreadPool(threads: 2)
-        let shapes = [(13, 96, 32, 1), (37, 384, 128, 3), (64, 576, 64, 7), (22, 160, 32, 9), (24, 1536, 64, 21), (9, 192, 64, 130)]
+        let shapes = [(13, 96, 32, 1), (37, 384, 128, 3), (64, 576, 64, 7), (22, 160, 32, 9), (24, 1536, 64, 21), (9, 192, 64, 130), (40, 256, 128, 12), (48, 64, 32, 2)]
         for bits in PackedQuantFormat.supportedBits {
             for (rows, cols, group, tokens) in shapes {
                 let f = PackedQuantFormat(bits: bits, group: group)!

@@ -15,11 +15,18 @@ extension Kernels {
         let tokens = x.tokens, rows = w.rows
         guard rows > 0, tokens > 0 else { return }
         let level = level.resolved
-        let perChunk = rowsPerChunk(rows, threads: pool.threadCount)
+        let perChunk = packedRowsPerChunk(rows, tokens: tokens, threads: pool.threadCount)
         pool.parallelFor((rows + perChunk - 1) / perChunk) { i in
             let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
             packedMatmulBlock(w, x, into: y, rowRange: range, tokenRange: 0..<tokens, level: level)
         }
+    }
+
+    /// Rows per task of `packedMatmul`: for batches, whole 16-row panels (the AVX-512 panel kernel
+    /// pads a partial one with zero rows), about 4 tasks per thread; for decode `rowsPerChunk`.
+    public static func packedRowsPerChunk(_ rows: Int, tokens: Int, threads: Int) -> Int {
+        guard tokens >= 4 else { return rowsPerChunk(rows, threads: threads) }
+        return max(16, (rows / (threads * 4) + 15) & ~15)
     }
 
     /// One block of y: rows `rowRange`, tokens `tokenRange`, at `level` (already resolved).

@@ -1,5 +1,10 @@
 import SpoolFormat
 import SpoolKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A group-quantized matrix used in place from a .spool tensor (see `QuantLayout`): the kernels
 /// read the packed bytes directly and never decode the whole matrix.
@@ -62,8 +67,23 @@ public final class PackedWeight: Int8InputWeight {
         PackedQuantMatrix(quants: UnsafeRawPointer(quants), scales: scales, rows: rows, cols: cols, format: format)
     }
 
+    /// `SPOOL_PACKED_REFERENCE=1` in the environment: every packed weight multiplies float
+    /// activations (`applyFloat`) instead of 8-bit ones, so that perplexity of the integer kernels
+    /// can be compared with the float-activation reference on the same file.
+    public static let floatReference: Bool = {
+        guard let v = getenv("SPOOL_PACKED_REFERENCE") else { return false }
+        let s = String(cString: v)
+        return !s.isEmpty && s != "0"
+    }()
+
+    public var takesInt8Activations: Bool { !Self.floatReference }
+
     public func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard rows > 0, tokens > 0 else { return }
+        if Self.floatReference {
+            applyFloat(x, tokens: tokens, into: y, pool: pool)
+            return
+        }
         Kernels.quantizeActivations(x, tokens: tokens, cols: cols, into: activations, pool: pool)
         apply(quantized: activations, into: y, pool: pool)
     }
@@ -74,6 +94,10 @@ public final class PackedWeight: Int8InputWeight {
 
     public func applyRows(_ rows: Range<Int>, quantized x: Q8Activations, into y: UnsafeMutablePointer<Float>) {
         Kernels.packedMatmulBlock(matrix, x, into: y, rowRange: rows, tokenRange: 0..<x.tokens, level: KernelLevel.selected)
+    }
+
+    public func rowsPerTask(tokens: Int, threads: Int) -> Int {
+        Kernels.packedRowsPerChunk(rows, tokens: tokens, threads: threads)
     }
 
     /// y through the float-activation kernels (packed dot, or decoded row tiles for many tokens).
