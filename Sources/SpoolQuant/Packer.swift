@@ -18,6 +18,8 @@ public struct PackOptions: Sendable {
     public var gptq: GPTQOptions
     /// Tokens per calibration sequence.
     public var sequenceLength: Int
+    /// Seed of the incoherence rotation (`--rotate`, see LlamaRotation); nil: weights as in the source.
+    public var rotationSeed: UInt64? = nil
 
     public init(spec: QuantSpec, method: PackMethod, keep: [String: Int] = [:], gptq: GPTQOptions = GPTQOptions(), sequenceLength: Int = 512) {
         self.spec = spec
@@ -68,14 +70,18 @@ public final class Packer {
     let pool: ThreadPool
     let log: (String) -> Void
     let tied: Bool
+    /// Applied to the float weights as each is loaded, before calibration and quantization.
+    let rotation: LlamaRotation?
 
     public init(gguf: GGUFFile, options: PackOptions, pool: ThreadPool, log: @escaping (String) -> Void) throws {
         self.gguf = gguf
-        configuration = try LlamaConfiguration(gguf: gguf)
+        let configuration = try LlamaConfiguration(gguf: gguf)
+        self.configuration = configuration
         self.options = options
         self.pool = pool
         self.log = log
         tied = gguf.tensor(named: "output.weight") == nil
+        rotation = try options.rotationSeed.map { seed throws(RotationError) in try LlamaRotation(configuration: configuration, seed: seed) }
     }
 
     static let layerTensors = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
@@ -108,6 +114,7 @@ public final class Packer {
         if !tied {
             plan.append(SpoolExtentPlan(name: "output", layer: nil, tensors: [plannedTensor("output.weight", [c.vocabSize, c.dim])]))
         }
+        if let r = rotationHeadPlan() { plan.append(r) }
         return plan
     }
 
@@ -159,7 +166,7 @@ public final class Packer {
     public func pack(to path: String, header template: SpoolHeader, calibration: [[Int32]], progress: (Int, Int, String) -> Void) throws -> [LayerReport] {
         let c = configuration
         let plan = plan()
-        let writer = try SpoolWriter(path: path, header: template, plan: plan)
+        let writer = try SpoolWriter(path: path, header: recordingRotation(template), plan: plan)
         var reports: [LayerReport] = []
         let totalSteps = c.layers + 2
         var step = 0
@@ -168,7 +175,7 @@ public final class Packer {
         // the final hidden states give the head's Hessian. Otherwise round-to-nearest, now.
         let gptq = options.method == .gptq && !calibration.isEmpty
         progress(step, totalSteps, "token_embd")
-        let embd = try floats("token_embd.weight")
+        let embd = try rotated(embedding: floats("token_embd.weight"))
         let embBits = plan[0].tensors[0].bits
         if !(gptq && tied) {
             let e = try encode("token_embd.weight", embd, bits: embBits, hessian: nil)
@@ -191,11 +198,12 @@ public final class Packer {
             let t0 = Date()
             progress(step, totalSteps, "blk.\(li)")
             let p = "blk.\(li)."
-            let attnNorm = try vector(p + "attn_norm.weight")
-            let ffnNorm = try vector(p + "ffn_norm.weight")
+            var attnNorm = try vector(p + "attn_norm.weight")
+            var ffnNorm = try vector(p + "ffn_norm.weight")
             let stems = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
             var w: [String: DenseWeight] = [:]
             for s in stems { w[s] = try floats(p + s + ".weight") }
+            if let r = rotation { (attnNorm, ffnNorm, w) = r.layer(attnNorm: attnNorm, ffnNorm: ffnNorm, weights: w) }
             let floatLayer = LlamaLayer.make(attnNorm: attnNorm, wq: w["attn_q"]!, wk: w["attn_k"]!, wv: w["attn_v"]!, wo: w["attn_output"]!,
                                              ffnNorm: ffnNorm, wGate: w["ffn_gate"]!, wUp: w["ffn_up"]!, wDown: w["ffn_down"]!)
             // Pass 1 (GPTQ): float block on the current hidden states; accumulate each input's Hessian.
@@ -271,7 +279,9 @@ public final class Packer {
             step += 1
         }
         progress(step, totalSteps, "output")
-        let outputNorm = try vector("output_norm.weight")
+        let sourceOutputNorm = try vector("output_norm.weight")
+        // Rotated: the gain lives in the head (untied) or in the head matrix (tied).
+        let outputNorm = rotation == nil ? sourceOutputNorm : [Float](repeating: 1, count: c.dim)
         let onBytes = outputNorm.flatMap { f in withUnsafeBytes(of: f.bitPattern.littleEndian) { Array($0) } }
         try writer.writeExtent(1 + c.layers, tensors: [onBytes])
         // The LM head's input: the final hidden states after the output norm.
@@ -283,6 +293,9 @@ public final class Packer {
                 var normed = [Float](repeating: 0, count: n * c.dim)
                 hidden[s].withUnsafeBufferPointer { h in
                     normed.withUnsafeMutableBufferPointer { Kernels.rmsNorm(h.baseAddress!, weight: outputNorm, n: c.dim, tokens: n, eps: c.normEps, into: $0.baseAddress!) }
+                }
+                if let r = rotation, tied {
+                    normed.withUnsafeMutableBufferPointer { b in for t in 0..<n { r.applyHeadMatrix(b.baseAddress! + t * c.dim, outputNorm: sourceOutputNorm) } }
                 }
                 acc.add(normed, tokens: n, pool: pool)
             }
@@ -299,9 +312,10 @@ public final class Packer {
         if tied {
             if gptq { try writer.writeExtent(0, tensors: [try head("token_embd.weight", embd, bits: embBits)]) }
         } else {
-            let out = try floats("output.weight")
+            let out = try rotation.map { $0.untiedHead(try floats("output.weight"), outputNorm: sourceOutputNorm) } ?? floats("output.weight")
             try writer.writeExtent(2 + c.layers, tensors: [try head("output.weight", out, bits: plan[2 + c.layers].tensors[0].bits)])
         }
+        try writeRotationHead(writer, plan: plan, outputNorm: sourceOutputNorm)
         try writer.finish()
         progress(totalSteps, totalSteps, "done")
         return reports

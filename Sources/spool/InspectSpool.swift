@@ -16,6 +16,7 @@ enum InspectSpool {
         if !q.overrides.isEmpty { method += ", overrides " + q.overrides.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
         if let c = q.calibration { method += ", calibration \(c) (\(q.calibrationTokens ?? 0) tokens)" }
         if q.actOrder { method += ", act-order" }
+        if let r = h.rotation { method += ", rotated (\(r.method), seed \(r.seed)\(r.valueHeads ? ", value heads" : ""))" }
         print(method)
         print("  ffn layout \(h.ffnLayout), exit adapters \(h.exitAdapters?.count ?? 0)")
         var bad = 0

@@ -17,7 +17,7 @@ let MAX_8BIT_LOGIT_REL_DIFF: Float = 0.04
 final class PackEndToEndTests: XCTestCase {
     typealias LCG = PackedWeightTests.LCG
 
-    static func tinyGGUF() throws -> String {
+    static func tinyGGUF(tied: Bool = false) throws -> String {
         let dim = 64, ffn = 128, layers = 2, heads = 2, kvHeads = 1, headDim = 32
         var w = GGUFWriter()
         w.set("general.architecture", .string("llama"))
@@ -53,17 +53,19 @@ final class PackEndToEndTests: XCTestCase {
             w.add(p + "ffn_down.weight", shape: [ffn, dim], floats: rand(dim * ffn, 0.2))
         }
         w.add("output_norm.weight", shape: [dim], floats: rand(dim, 0.2).map { 1 + $0 })
-        w.add("output.weight", shape: [dim, 257], floats: rand(257 * dim, 0.3))
+        if !tied { w.add("output.weight", shape: [dim, 257], floats: rand(257 * dim, 0.3)) }
         let path = NSTemporaryDirectory() + "tiny-\(UUID().uuidString).gguf"
         try Data(w.serialize()).write(to: URL(fileURLWithPath: path))
         return path
     }
 
-    func pack(_ gguf: String, method: PackMethod, bits: Int, keep: [String: Int] = [:]) throws -> String {
+    func pack(_ gguf: String, method: PackMethod, bits: Int, keep: [String: Int] = [:], rotationSeed: UInt64? = nil) throws -> String {
         let out = NSTemporaryDirectory() + "tiny-\(UUID().uuidString).spool"
         let file = try GGUFFile(path: gguf)
         let pool = ThreadPool(threads: 2)
-        let packer = try Packer(gguf: file, options: PackOptions(spec: QuantSpec(bits: bits, group: 64), method: method, keep: keep), pool: pool, log: { _ in })
+        var options = PackOptions(spec: try QuantSpec(bits: bits, group: 64), method: method, keep: keep)
+        options.rotationSeed = rotationSeed
+        let packer = try Packer(gguf: file, options: options, pool: pool, log: { _ in })
         let c = try LlamaConfiguration(gguf: file)
         let header = SpoolHeader(architecture: "llama", hyperparameters: c.spoolHyperparameters, tokenizer: try SpoolTokenizerInfo(gguf: file),
                                  chatTemplate: try file.string("tokenizer.chat_template"), quantization: SpoolQuantization(method: method.rawValue, bits: bits, group: 64))

@@ -47,6 +47,12 @@ struct SpoolPack: ParsableCommand {
     @Flag(name: .customLong("unweighted-grid"), help: "GPTQ: fit group grids on plain squared error, not weighted by the Hessian diagonal.")
     var unweightedGrid = false
 
+    @Flag(help: "Rotate the weights by randomized Hadamard matrices before calibration and quantization (QuaRot R1 + R2; docs/ROTATION.md). The head matrix is 8-bit unless --keep output_rotation=32.")
+    var rotate = false
+
+    @Option(name: .customLong("rotate-seed"), help: "Seed of the rotation's random signs.")
+    var rotateSeed: UInt64 = 1
+
     @Option(help: "GPTQ damping as a fraction of the mean Hessian diagonal.")
     var damp: Float = 0.01
 
@@ -96,6 +102,7 @@ struct SpoolPack: ParsableCommand {
         var options = PackOptions(spec: try QuantSpec(bits: bits, group: group), method: m, keep: keepItems.bits,
                                   gptq: GPTQOptions(damping: damp, actOrder: actOrder, weightedGrid: !unweightedGrid), sequenceLength: seqLen)
         options.keepGroup = keepItems.groups
+        options.rotationSeed = rotate ? rotateSeed : nil
         let packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })

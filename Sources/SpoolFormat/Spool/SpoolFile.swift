@@ -12,6 +12,8 @@ public final class SpoolFile {
     public static let currentVersion = 1
     /// magic (8) + version u32 + flags u32 + header length u64, all little-endian.
     public static let preambleSize = 24
+    /// Preamble flag bit 0: the header has a `rotation` a reader must honour (see SpoolRotation).
+    public static let rotatedFlag: UInt32 = 1
     /// Extents start and end on this boundary, so O_DIRECT can read them.
     public static let extentAlignment = 4096
     /// A header longer than this is refused before it is read (a 150k-token vocabulary is ~10 MiB).
@@ -45,7 +47,7 @@ public final class SpoolFile {
         version = b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
         guard version == UInt32(Self.currentVersion) else { throw .unsupportedVersion(version) }
         let flags = b.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian
-        guard flags == 0 else { throw .unsupportedFeature("preamble flags \(flags)") }
+        guard flags & ~Self.rotatedFlag == 0 else { throw .unsupportedFeature("preamble flags \(flags)") }
         let headerLength = b.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
         guard headerLength <= UInt64(Self.maxHeaderLength) else {
             throw .headerTooLarge(length: headerLength, limit: Self.maxHeaderLength)
@@ -64,6 +66,10 @@ public final class SpoolFile {
             throw .invalidHeaderJSON(Self.describe(error))
         }
         guard header.formatVersion == Int(version) else { throw .versionMismatch(preamble: version, header: header.formatVersion) }
+        guard (flags & Self.rotatedFlag != 0) == (header.rotation != nil) else {
+            throw .unsupportedFeature(header.rotation == nil ? "preamble flag 1 (rotated) but the header has no rotation"
+                                                              : "a rotation in the header but preamble flag 1 (rotated) is clear")
+        }
         self.header = header
         dataOffset = QuantLayout.align(Self.preambleSize + hl, Self.extentAlignment)
         tensorIndex = try Self.validate(header, dataOffset: dataOffset, fileLength: b.count)
@@ -141,12 +147,30 @@ public final class SpoolFile {
                 throw .overlappingTensors(list[i - 1].name, list[i].name)
             }
         }
+        try validateRotation(h, index: index)
         for a in h.exitAdapters ?? [] {
             guard let i = index[a.tensor] else { throw .missingTensor(a.tensor) }
             let d = h.hyperparameters.dim
             guard h.tensors[i].shape == [d, d] else { throw .badShape(tensor: a.tensor, shape: h.tensors[i].shape) }
         }
         return index
+    }
+
+    /// A rotated file with a tied LM head needs its (dim, dim) head matrix; an unrotated one must
+    /// not carry one (the runtime would apply it).
+    static func validateRotation(_ h: SpoolHeader, index: [String: Int]) throws(SpoolError) {
+        let name = SpoolRotation.headTensor
+        guard let r = h.rotation else {
+            if index[name] != nil { throw .unsupportedFeature("\(name) in a file without a rotation") }
+            return
+        }
+        guard r.method == "hadamard" else { throw .unsupportedFeature("rotation method \(r.method)") }
+        if let i = index[name] {
+            let d = h.hyperparameters.dim
+            guard h.tensors[i].shape == [d, d] else { throw .badShape(tensor: name, shape: h.tensors[i].shape) }
+        } else if index["output.weight"] == nil {
+            throw .missingTensor("\(name) (a rotated file with a tied LM head needs it)")
+        }
     }
 
     static func validateTokenizer(_ t: SpoolTokenizerInfo) throws(SpoolError) {

@@ -151,6 +151,28 @@ public struct SpoolExitAdapter: Codable, Sendable, Equatable {
     public var tensor: String
 }
 
+/// The packer's incoherence rotation (`spool-pack --rotate`, see docs/ROTATION.md). The weights
+/// compute the same function as the source's once the runtime applies `output_rotation.weight`
+/// (dim, dim) to the normalized hidden state before a tied LM head; untied heads have it folded in.
+/// Preamble flag bit 0 (`SpoolFile.rotatedFlag`) is set exactly when this is present, so readers
+/// that predate it refuse the file instead of computing wrong logits.
+public struct SpoolRotation: Codable, Sendable, Equatable {
+    /// "hadamard": randomized Hadamard matrices (seeded signs).
+    public var method: String
+    public var seed: UInt64
+    /// Whether attn_v / attn_output also carry a per-head rotation (offline only, nothing to apply).
+    public var valueHeads: Bool
+
+    public init(method: String, seed: UInt64, valueHeads: Bool) {
+        self.method = method
+        self.seed = seed
+        self.valueHeads = valueHeads
+    }
+
+    /// The (dim, dim) matrix a rotated file with a tied LM head must hold.
+    public static let headTensor = "output_rotation.weight"
+}
+
 public struct SpoolHeader: Codable, Sendable, Equatable {
     /// Must equal the preamble's version.
     public var formatVersion: Int
@@ -166,6 +188,8 @@ public struct SpoolHeader: Codable, Sendable, Equatable {
     /// Reserved with "bundled": per layer, the original index of each stored neuron (hot first).
     public var neuronOrder: [[Int]]?
     public var exitAdapters: [SpoolExitAdapter]?
+    /// Present when the packer rotated the weights (preamble flag bit 0).
+    public var rotation: SpoolRotation?
     public var extents: [SpoolExtent]
     public var tensors: [SpoolTensor]
 
@@ -180,6 +204,7 @@ public struct SpoolHeader: Codable, Sendable, Equatable {
         ffnLayout = "separate"
         neuronOrder = nil
         exitAdapters = nil
+        rotation = nil
         extents = []
         tensors = []
     }

@@ -116,7 +116,7 @@ public final class SpoolWriter {
         guard json.count == headerLength else { throw .invalidHeaderJSON("header changed length while patching checksums") }
         var pre = SpoolFile.magic
         withUnsafeBytes(of: UInt32(SpoolFile.currentVersion).littleEndian) { pre += $0 }
-        withUnsafeBytes(of: UInt32(0).littleEndian) { pre += $0 }
+        withUnsafeBytes(of: (header.rotation == nil ? 0 : SpoolFile.rotatedFlag).littleEndian) { pre += $0 }
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { pre += $0 }
         try pwriteAll(pre + Array(json), at: 0)
         let end = header.extents.map { $0.offset + $0.length }.max() ?? QuantLayout.align(SpoolFile.preambleSize + json.count, SpoolFile.extentAlignment)

@@ -39,6 +39,9 @@ public final class LlamaModel: LanguageModel {
     let layers: [LlamaLayer]
     let outputNorm: [Float]          // (dim)
     let output: LinearWeight         // (vocab, dim); the embedding itself when tied
+    /// (dim, dim) M, applied to the normalized hidden state before the LM head when the packer
+    /// rotated the residual stream and the head is tied (see SpoolQuant/LlamaRotation.swift).
+    public internal(set) var headRotation: LinearWeight?
     /// Where layers come from when they are not all held in memory (streaming); nil: `layers`.
     public var layerSource: LayerSource?
     /// How the GGUF layers were built, for a streaming source to build them again from its buffers.
@@ -70,7 +73,7 @@ public final class LlamaModel: LanguageModel {
     }
 
     public var weightBytes: Int {
-        var total = embedding.byteCount + (output === embedding ? 0 : output.byteCount)
+        var total = embedding.byteCount + (output === embedding ? 0 : output.byteCount) + (headRotation?.byteCount ?? 0)
         for l in layers { total += l.weights.reduce(0) { $0 + $1.byteCount } }
         return total
     }
@@ -141,6 +144,11 @@ public final class LlamaModel: LanguageModel {
         guard !range.isEmpty else { return out }
         let rows = x + range.lowerBound * c.dim
         Kernels.rmsNorm(rows, weight: outputNorm, n: c.dim, tokens: range.count, eps: c.normEps, into: xn)
+        if let m = headRotation {
+            var normed = Array(UnsafeBufferPointer(start: xn, count: range.count * c.dim))
+            normed.withUnsafeMutableBufferPointer { m.apply(xn, tokens: range.count, into: $0.baseAddress!, pool: pool) }
+            xn.update(from: normed, count: normed.count)
+        }
         tap?("result_norm", xn, range.count * c.dim)
         out.values.withUnsafeMutableBufferPointer { buf in
             output.apply(xn, tokens: range.count, into: buf.baseAddress!, pool: pool)

@@ -1,3 +1,5 @@
+import SpoolFormat
+
 /// What a file format supplies for a Llama model (GGUF: `LlamaGGUFLoader`, .spool:
 /// `LlamaSpoolLoader`): tensors by name, read through `Bytes` (the file's mapping, or a streamed
 /// block's buffer). Blocks and whole models are then built the same way for every format.
@@ -44,5 +46,8 @@ extension LlamaModel {
             ? try loader.matrix("output.weight", rows: c.vocabSize, cols: c.dim, bytes: loader.mapped, owner: nil)
             : embedding
         self.init(configuration: c, embedding: embedding, layers: layers, outputNorm: outputNorm, output: output)
+        if loader.hasTensor(SpoolRotation.headTensor) {
+            headRotation = try loader.matrix(SpoolRotation.headTensor, rows: c.dim, cols: c.dim, bytes: loader.mapped, owner: nil)
+        }
     }
 }
