@@ -110,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "spool-pack",
             dependencies: [
-                "SpoolQuant", "SpoolRuntime", "SpoolTokenizer",
+                "SpoolQuant", "SpoolRuntime", "SpoolTokenizer", "SpoolIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/SpoolPack"

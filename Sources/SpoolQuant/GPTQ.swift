@@ -195,17 +195,19 @@ public func relativeOutputError(original w: UnsafePointer<Float>, quantized: [Fl
                                 pool: ThreadPool = ThreadPool(threads: 1)) -> Double {
     var dw = [Float](repeating: 0, count: rows * cols)
     for i in 0..<(rows * cols) { dw[i] = w[i] - quantized[i] }
-    // Rows of M H for M = ΔW and M = W (H is symmetric, so matmul's x·Hᵀ is x·H).
-    func quadratic(_ m: UnsafePointer<Float>) -> Double {
-        var mh = [Float](repeating: 0, count: rows * cols)
-        h.withUnsafeBufferPointer { hb in
-            mh.withUnsafeMutableBufferPointer { Kernels.matmul(hb.baseAddress!, rows: cols, cols: cols, m, tokens: rows, into: $0.baseAddress!, pool: pool) }
-        }
-        var total = 0.0
-        mh.withUnsafeBufferPointer { p in for r in 0..<rows { total += Double(LinearAlgebra.dot(p.baseAddress! + r * cols, m + r * cols, cols)) } }
-        return total
-    }
-    let num = dw.withUnsafeBufferPointer { quadratic($0.baseAddress!) }
-    let den = quadratic(w)
+    let num = dw.withUnsafeBufferPointer { hessianQuadratic($0.baseAddress!, rows: rows, cols: cols, hessian: h, pool: pool) }
+    let den = hessianQuadratic(w, rows: rows, cols: cols, hessian: h, pool: pool)
     return den > 0 ? num / den : 0
+}
+
+/// tr(M H Mᵀ) for M (rows, cols): with H = 2/N Σ xᵀx, twice the mean ‖M x‖² over the inputs.
+public func hessianQuadratic(_ m: UnsafePointer<Float>, rows: Int, cols: Int, hessian h: [Float], pool: ThreadPool) -> Double {
+    // Rows of M H (H is symmetric, so matmul's x·Hᵀ is x·H).
+    var mh = [Float](repeating: 0, count: rows * cols)
+    h.withUnsafeBufferPointer { hb in
+        mh.withUnsafeMutableBufferPointer { Kernels.matmul(hb.baseAddress!, rows: cols, cols: cols, m, tokens: rows, into: $0.baseAddress!, pool: pool) }
+    }
+    var total = 0.0
+    mh.withUnsafeBufferPointer { p in for r in 0..<rows { total += Double(LinearAlgebra.dot(p.baseAddress! + r * cols, m + r * cols, cols)) } }
+    return total
 }

@@ -13,6 +13,12 @@ public struct QuantSpec: Sendable, Equatable, CustomStringConvertible {
         self.group = group
     }
 
+    /// For values already validated (a `QuantChoice`).
+    init(validatedBits bits: Int, group: Int) {
+        self.bits = bits
+        self.group = group
+    }
+
     public var maxQ: Int { (1 << bits) - 1 }
     public var description: String { "\(bits)-bit/g\(group)" }
 }
@@ -22,6 +28,7 @@ public enum QuantError: Error, Equatable, CustomStringConvertible {
     case unsupportedGroup(Int)
     case columnsNotWholeGroups(tensor: String, cols: Int, group: Int)
     case hessianNotPositiveDefinite(tensor: String)
+    case badChoice(String)
 
     public var description: String {
         switch self {
@@ -29,6 +36,7 @@ public enum QuantError: Error, Equatable, CustomStringConvertible {
         case let .unsupportedGroup(g): return "unsupported group size \(g) (supported: 32, 64, 128)"
         case let .columnsNotWholeGroups(t, c, g): return "tensor \(t): \(c) columns is not a multiple of the group size \(g)"
         case let .hessianNotPositiveDefinite(t): return "tensor \(t): the Hessian stayed singular even with extra damping"
+        case let .badChoice(s): return "'\(s)' is not BITS/GROUP (e.g. 3/64)"
         }
     }
 }

@@ -15,6 +15,9 @@ public struct PackOptions: Sendable {
     public var keep: [String: Int]
     /// Group size overrides, keyed like `keep` (e.g. the embedding at 4 bits in groups of 32).
     public var keepGroup: [String: Int] = [:]
+    /// Exact widths by full tensor name (what `BitAllocator` chose); they take precedence over
+    /// `keep` and `keepGroup`.
+    public var perTensor: [String: QuantChoice] = [:]
     public var gptq: GPTQOptions
     /// Tokens per calibration sequence.
     public var sequenceLength: Int
@@ -39,12 +42,14 @@ public struct PackOptions: Sendable {
 
     /// Bits for tensor `name` (`tied`: the embedding doubles as the LM head); the largest override wins.
     func bits(for name: String, tied: Bool) -> Int {
-        keep.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).max() ?? spec.bits
+        if let c = perTensor[name] { return c.bits }
+        return keep.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).max() ?? spec.bits
     }
 
     /// Group size for tensor `name`; the smallest override wins.
     func group(for name: String, tied: Bool) -> Int {
-        keepGroup.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).min() ?? spec.group
+        if let c = perTensor[name] { return c.group }
+        return keepGroup.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).min() ?? spec.group
     }
 }
 
@@ -85,6 +90,19 @@ public final class Packer {
     }
 
     static let layerTensors = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+
+    /// The quantized matrices of a block, in file order.
+    static let matrixStems = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+
+    /// The activation a matrix multiplies (matrices with the same input share one Hessian).
+    static func linearInput(of stem: String) -> LinearInput {
+        switch stem {
+        case "attn_q", "attn_k", "attn_v": return .attention
+        case "attn_output": return .attentionOutput
+        case "ffn_gate", "ffn_up": return .ffn
+        default: return .ffnDown
+        }
+    }
 
     func shape(_ stem: String) -> [Int] {
         let c = configuration
@@ -200,7 +218,7 @@ public final class Packer {
             let p = "blk.\(li)."
             var attnNorm = try vector(p + "attn_norm.weight")
             var ffnNorm = try vector(p + "ffn_norm.weight")
-            let stems = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+            let stems = Self.matrixStems
             var w: [String: DenseWeight] = [:]
             for s in stems { w[s] = try floats(p + s + ".weight") }
             if let r = rotation { (attnNorm, ffnNorm, w) = r.layer(attnNorm: attnNorm, ffnNorm: ffnNorm, weights: w) }
@@ -222,14 +240,7 @@ public final class Packer {
                     floatOut.append(y)
                 }
             }
-            func input(of stem: String) -> LinearInput {
-                switch stem {
-                case "attn_q", "attn_k", "attn_v": return .attention
-                case "attn_output": return .attentionOutput
-                case "ffn_gate", "ffn_up": return .ffn
-                default: return .ffnDown
-                }
-            }
+            func input(of stem: String) -> LinearInput { Self.linearInput(of: stem) }
             var bytes: [String: [UInt8]] = [:]
             var quantized: [String: DenseWeight] = [:]
             var errors: [(String, Double)] = []

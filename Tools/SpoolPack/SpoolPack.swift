@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpoolFormat
+import SpoolIO
 import SpoolKernels
 import SpoolModel
 import SpoolQuant
@@ -62,12 +63,15 @@ struct SpoolPack: ParsableCommand {
     @Option(help: "Seed for self-generated calibration text.")
     var seed: UInt64 = 1234
 
+    @OptionGroup var allocation: AllocationOptions
+
     func validate() throws {
         guard PackMethod(rawValue: method) != nil else { throw ValidationError("--method must be rtn or gptq") }
         do { _ = try QuantSpec(bits: bits, group: group) } catch { throw ValidationError(error.description) }
         if calibTokens < 1 { throw ValidationError("--calib-tokens must be positive") }
         if seqLen < 8 { throw ValidationError("--seq-len must be at least 8") }
         _ = try parseKeep()
+        try allocation.validate()
     }
 
     /// NAME=BITS or NAME=BITS/GROUP items.
@@ -103,14 +107,14 @@ struct SpoolPack: ParsableCommand {
                                   gptq: GPTQOptions(damping: damp, actOrder: actOrder, weightedGrid: !unweightedGrid), sequenceLength: seqLen)
         options.keepGroup = keepItems.groups
         options.rotationSeed = rotate ? rotateSeed : nil
-        let packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
+        var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
         let configuration = try LlamaConfiguration(gguf: gguf)
 
         var sequences: [[Int32]] = []
         var source = "none"
-        if m == .gptq {
+        if m == .gptq || allocation.maxSize != nil {
             if let calib {
                 guard let data = FileManager.default.contents(atPath: calib) else { throw ValidationError("cannot read \(calib)") }
                 sequences = CalibrationText.windows(of: tokenizer.encode(String(decoding: data, as: UTF8.self), addSpecial: false, parseSpecial: false),
@@ -132,6 +136,14 @@ struct SpoolPack: ParsableCommand {
                                       source: (input as NSString).lastPathComponent)
         let header = SpoolHeader(architecture: configuration.architecture, hyperparameters: configuration.spoolHyperparameters,
                                  tokenizer: tokenizerInfo, chatTemplate: try gguf.string("tokenizer.chat_template"), quantization: quant)
+        if allocation.maxSize != nil {
+            guard let widths = try allocation.run(packer: packer, options: options, calibration: sequences, header: header, pool: pool) else { return }
+            // The tensor directory records each tensor's width; the header's overrides stay as given.
+            options.perTensor = widths
+            packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
+                FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
+            })
+        }
         let bar = ProgressBar(start: Date())
         _ = try packer.pack(to: output, header: header, calibration: sequences) { done, total, what in bar.draw(done, total, what) }
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0

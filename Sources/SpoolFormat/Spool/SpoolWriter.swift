@@ -38,6 +38,18 @@ public final class SpoolWriter {
     public init(path: String, header template: SpoolHeader, plan: [SpoolExtentPlan]) throws(SpoolError) {
         self.path = path
         tmpPath = path + ".partial"
+        let (h, json) = try Self.layout(template, plan: plan)
+        header = h
+        headerLength = json.count
+        fd = open(tmpPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .cannotWrite(path: tmpPath, errno: errno) }
+        written = Array(repeating: false, count: plan.count)
+    }
+
+    /// The directory laid out for `plan` behind `template`'s header (offsets and lengths final,
+    /// checksums zero), and its JSON. Every size follows from shapes and encodings, so the layout
+    /// is known before any data is written.
+    static func layout(_ template: SpoolHeader, plan: [SpoolExtentPlan]) throws(SpoolError) -> (SpoolHeader, Data) {
         var h = template
         h.formatVersion = SpoolFile.currentVersion
         // Lay out at a guessed data offset, then redo until the header fits in front of it.
@@ -71,11 +83,14 @@ public final class SpoolWriter {
             dataOffset = needed
             rounds += 1
         } while rounds < 8
-        header = h
-        headerLength = json.count
-        fd = open(tmpPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .cannotWrite(path: tmpPath, errno: errno) }
-        written = Array(repeating: false, count: plan.count)
+        return (h, json)
+    }
+
+    /// The length of the file `SpoolWriter` would write for this header and plan (what a size
+    /// budget is checked against before packing).
+    public static func fileSize(header template: SpoolHeader, plan: [SpoolExtentPlan]) throws(SpoolError) -> Int {
+        let (h, json) = try layout(template, plan: plan)
+        return h.extents.map { $0.offset + $0.length }.max() ?? QuantLayout.align(SpoolFile.preambleSize + json.count, SpoolFile.extentAlignment)
     }
 
     deinit {
