@@ -325,6 +325,7 @@ extension KIVICache {
                 zeros: l.valueZero + j0 * layout.valueGroups + kvh * hd / layout.valueGroup, groupsPerToken: layout.valueGroups,
                 firstChannel: kvh * hd, channels: hd, valueGroup: layout.valueGroup, tokens: G)
             KIVITiles.valueTile(path, source, into: s.valueTile)
+            if valueHadamard { for m in 0..<G { Self.hadamard(s.valueTile + m * hd, hd) } }
             for lt in 0..<s.count where s.views[lt].groups > gi {
                 for hh in 0..<perKV {
                     let k = s.slot(lt, hh)
@@ -417,10 +418,15 @@ extension KIVICache {
         if j >= frozen { return row(fk + (j - floatBase) * d, fv + (j - floatBase) * d) }
         let p = j - sink
         let key = packedKey(l, token: j)
-        let value = (0..<d).map { c in
+        var value = (0..<d).map { c in
             let vg = p * layout.valueGroups + c / layout.valueGroup
             return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: valueBits))
                 + Half.referenceFloat(l.valueZero[vg])
+        }
+        if valueHadamard {
+            value.withUnsafeMutableBufferPointer { x in
+                for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + h * geometry.headDim, geometry.headDim) }
+            }
         }
         return (key, value)
     }

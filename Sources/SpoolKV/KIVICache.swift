@@ -61,6 +61,8 @@ public final class KIVICache: KVCache {
     public internal(set) var count = 0
     /// The kernels attention runs (tests set each supported level).
     var kernelLevel = KernelLevel.selected
+    /// Experiment: values rotated per head by a Hadamard matrix before quantization (see docs/KV.md).
+    let valueHadamard: Bool
 
     let layout: KIVILayout
     let layers: [Layer]
@@ -141,6 +143,8 @@ public final class KIVICache: KVCache {
         let l = KIVILayout(configuration, geometry)
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
+        let hd = geometry.headDim
+        valueHadamard = configuration.valueHadamard == true && hd > 0 && hd & (hd - 1) == 0 && l.valueGroup <= hd && hd % l.valueGroup == 0
         rotation = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
             ? KeyRotation(ropeDims: geometry.ropeDims, base: geometry.ropeBase, group: l.group, groups: l.packedCapacity / l.group, sink: l.sink) : nil
     }

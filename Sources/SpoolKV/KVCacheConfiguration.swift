@@ -46,6 +46,11 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     public var keyClip: Int? = nil
     /// The same for value groups.
     public var valueClip: Int? = nil
+    /// KIVI experiment: rotate each head's values by an orthonormal Hadamard matrix before
+    /// quantizing (QuaRot-style; spreads outlier channels over the per-token group), rotating the
+    /// dequantized values back in attention. Needs a power-of-2 head size and value groups within a
+    /// head; otherwise ignored. nil: off.
+    public var valueHadamard: Bool? = nil
 
     /// KIVI pre-RoPE keys: in every key group, the rotary pairs (two channels each) of each head
     /// with the widest ranges are stored with 4-bit codes instead of `bits` (a dense-and-sparse

@@ -84,6 +84,8 @@ struct KVOptions: ParsableArguments {
     var valueClip: Int?
     @Option(name: .customLong("kv-layer-bits"), help: "Per-layer KV storage overriding --kv-bits, e.g. 0-1:4,29:16.")
     var layerBits: String?
+    @Flag(name: .customLong("kv-value-hadamard"), help: "KIVI experiment: Hadamard-rotate each head's values before quantizing.")
+    var valueHadamard = false
 
     enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
@@ -96,6 +98,7 @@ struct KVOptions: ParsableArguments {
         c.valueClip = valueClip
         c.keyOutlierPairs = keyOutliers
         c.keyDroppedPairs = keyDropped
+        c.valueHadamard = valueHadamard ? true : nil
         c.layerBits = layerBits.flatMap { try? KVCacheConfiguration.parseLayerBits($0) }
         return c
     }

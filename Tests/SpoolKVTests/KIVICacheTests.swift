@@ -58,9 +58,12 @@ final class KIVICacheTests: XCTestCase {
         g.ropeDims = 64
         g.capacity = 512
         let data = AttentionData(geometry: g, tokens: 400, seed: 17)
-        for level in KernelLevel.supported {
-            let batch = try KIVICache(geometry: g, configuration: .init(bits: 2))
-            let stepwise = try KIVICache(geometry: g, configuration: .init(bits: 2))
+        var hadamard = KVCacheConfiguration(bits: 2)
+        hadamard.valueHadamard = true
+        for (level, config) in KernelLevel.supported.map({ ($0, KVCacheConfiguration(bits: 2)) }) + [(.selected, hadamard)] {
+            let batch = try KIVICache(geometry: g, configuration: config)
+            let stepwise = try KIVICache(geometry: g, configuration: config)
+            XCTAssertEqual(stepwise.valueHadamard, config.valueHadamard == true)
             batch.kernelLevel = level
             stepwise.kernelLevel = level
             let all = try storeAndAttend(batch, data, from: 0, to: 380, pool: pool)
