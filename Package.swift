@@ -72,7 +72,7 @@ let package = Package(
                 "CSpoolSys", "SpoolGGMLMath", "SpoolKernelsAVX2", "SpoolKernelsAVX512",
                 .target(name: "CNuma", condition: .when(platforms: [.linux])),
             ]),
-        .target(name: "SpoolKV", dependencies: ["SpoolKernels"]),
+        .target(name: "SpoolKV", dependencies: ["SpoolKernels", "SpoolKernelsAVX2", "SpoolKernelsAVX512"]),
         .target(name: "SpoolModel", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolKV"]),
         .target(name: "SpoolQuant", dependencies: ["SpoolFormat", "SpoolKernels", "SpoolModel", "SpoolRuntime"]),
         .target(name: "SpoolRuntime", dependencies: ["SpoolFormat", "SpoolTokenizer", "SpoolModel", "SpoolKV", "SpoolKernels", "SpoolIO"]),

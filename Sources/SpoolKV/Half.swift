@@ -28,7 +28,7 @@ enum Half {
     /// Eight halves from `p` (unaligned) as floats, split into even (h0, h2, h4, h6) and odd
     /// (h1, h3, h5, h7) lanes: two halves per 32-bit lane is what SSE2 can widen without a shuffle
     /// (the stdlib's SIMD8 widening conversions are not inlined, and cost a call each). Callers
-    /// keep their other operand in the same order (`KVKernels.deinterleave`).
+    /// interleave the two halves back (`KIVITiles.halfRows`).
     @inline(__always)
     static func load8Split(_ p: UnsafePointer<UInt16>) -> (even: SIMD4<Float>, odd: SIMD4<Float>) {
         let raw = UnsafeRawPointer(p).loadUnaligned(as: SIMD4<UInt32>.self)

@@ -122,13 +122,21 @@ extension KIVICache {
             }
         }
         let vg = layout.valueGroup, groupBytes = vg * valueBits / 8
+        var rotated = [Float](repeating: 0, count: valueHadamard ? d : 0)
         for t in 0..<g {
             let j = gi * g + t
             let row = values + t * d
+            if valueHadamard {
+                // Experiment (`valueHadamard`): each head's value rotated by the orthonormal Hadamard matrix.
+                for c in 0..<d { rotated[c] = Half.float(row[c]) }
+                rotated.withUnsafeMutableBufferPointer { x in
+                    for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + h * geometry.headDim, geometry.headDim) }
+                }
+            }
             for k in 0..<layout.valueGroups {
                 let (s, z) = KIVIQuant.quantize(n: vg, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + k * groupBytes,
                                                 clipSteps: configuration.resolvedValueClip) {
-                    Half.float(row[k * vg + $0])
+                    valueHadamard ? rotated[k * vg + $0] : Half.float(row[k * vg + $0])
                 }
                 l.valueScale[j * layout.valueGroups + k] = s
                 l.valueZero[j * layout.valueGroups + k] = z
@@ -141,13 +149,39 @@ extension KIVICache {
         let d = geometry.kvDim
         let j = token - sink
         let key = packedKey(l, token: token)
+        var value = (0..<d).map { c in
+            let vg = j * layout.valueGroups + c / layout.valueGroup
+            return KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
+                                        scale: l.valueScale[vg], zero: l.valueZero[vg])
+        }
+        if valueHadamard {
+            value.withUnsafeMutableBufferPointer { x in
+                for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + h * geometry.headDim, geometry.headDim) }
+            }
+        }
         for c in 0..<d {
             keys[c] = Half.bits(key[c])
-            let vg = j * layout.valueGroups + c / layout.valueGroup
-            let y = KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
-                                         scale: l.valueScale[vg], zero: l.valueZero[vg])
-            values[c] = Half.bits(y)
+            values[c] = Half.bits(value[c])
         }
+    }
+
+    /// x = H x / sqrt(n) in place (n a power of 2): the orthonormal Walsh-Hadamard transform, its own inverse.
+    static func hadamard(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        var h = 1
+        while h < n {
+            var i = 0
+            while i < n {
+                for k in i..<(i + h) {
+                    let a = x[k], b = x[k + h]
+                    x[k] = a + b
+                    x[k + h] = a - b
+                }
+                i += 2 * h
+            }
+            h *= 2
+        }
+        let s = 1 / Float(n).squareRoot()
+        for i in 0..<n { x[i] *= s }
     }
 
     /// The post-RoPE key packed token `token` stands for (scalar decode; rewinds and tests).

@@ -20,13 +20,12 @@ import SpoolKernels
 /// whatever tokens complete the group later. That costs those tokens one more rounding, and keeps
 /// no extra data.
 ///
-/// Keys before or after RoPE. The model rotates keys before `store`, so by default this cache
-/// quantizes post-RoPE keys, and the packed QK dot folds each channel's scale into the query
-/// (one multiply per code). With `keysBeforeRoPE` it un-rotates keys before quantizing (KVQuant's
+/// Keys before or after RoPE. The model rotates keys before `store`, so without more this cache
+/// quantizes post-RoPE keys. With `keysBeforeRoPE` it un-rotates keys before quantizing (KVQuant's
 /// choice: RoPE mixes each channel pair with a position-dependent angle, which blurs the
-/// per-channel ranges that per-channel grouping relies on) and, in attention, rotates the query
-/// back by each token's position instead (`KVKernels.rotatedKeyGroupScores`: about 3x the key
-/// arithmetic). Measured on SmolLM2-135M, 2-bit, G = 32, R = 32, 4 sinks, wiki.test context 512
+/// per-channel ranges that per-channel grouping relies on) and, in attention, rotates them back
+/// (`KIVITiles`: the key tile by each token's offset in its group, the query back by the group's
+/// start, so the extra work is per KV head and group, not per query head). Measured on SmolLM2-135M, 2-bit, G = 32, R = 32, 4 sinks, wiki.test context 512
 /// (f16 cache 22.50 over 40 chunks; 22.21 over 3): post-RoPE 26.88 (40 chunks) / 25.70 (3 chunks),
 /// pre-RoPE 26.21 (40 chunks) / 24.87 (3 chunks). Pre-RoPE quantization loses less (+16.5% vs
 /// +19.5%), so it is worth its slower key path at 2 bits; at 4 and 8 bits post-RoPE is already
@@ -60,6 +59,10 @@ public final class KIVICache: KVCache {
     public let geometry: KVGeometry
     public let configuration: KVCacheConfiguration
     public internal(set) var count = 0
+    /// The kernels attention runs (tests set each supported level).
+    var kernelLevel = KernelLevel.selected
+    /// Experiment: values rotated per head by a Hadamard matrix before quantization (see docs/KV.md).
+    let valueHadamard: Bool
 
     let layout: KIVILayout
     let layers: [Layer]
@@ -140,6 +143,8 @@ public final class KIVICache: KVCache {
         let l = KIVILayout(configuration, geometry)
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
+        let hd = geometry.headDim
+        valueHadamard = configuration.valueHadamard == true && hd > 0 && hd & (hd - 1) == 0 && l.valueGroup <= hd && hd % l.valueGroup == 0
         rotation = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
             ? KeyRotation(ropeDims: geometry.ropeDims, base: geometry.ropeBase, group: l.group, groups: l.packedCapacity / l.group, sink: l.sink) : nil
     }
@@ -233,6 +238,42 @@ struct KIVILayout {
         pairOrder(high: masks[2 * (gi * kvHeads + h)], zero: masks[2 * (gi * kvHeads + h) + 1], into: order)
     }
 
+    /// For each channel of one head's key block, the byte offset of its code row and its width
+    /// (0: no codes), given the group's masks (`pairOrder`; ignored without a split). Iterates
+    /// set bits rather than all pairs: this runs once per packed group and KV head in attention.
+    @inline(__always)
+    func keyRows(high: UInt64, zero: UInt64, offsets: UnsafeMutablePointer<Int32>, bits: UnsafeMutablePointer<UInt8>) {
+        var first = 0
+        if orderedPairs > 0 {
+            let hiRows = 2 * keyHighPairs * keyHighRowBytes
+            var k = 0
+            func place(_ m: UInt64) {
+                var m = m
+                while m != 0 {
+                    let i = m.trailingZeroBitCount
+                    let (offset, width, row): (Int, UInt8, Int) =
+                        k < keyHighPairs ? (2 * k * keyHighRowBytes, UInt8(Self.keyHighBits), keyHighRowBytes)
+                        : k < orderedPairs - keyZeroPairs ? (hiRows + 2 * (k - keyHighPairs) * keyRowBytes, UInt8(keyBits), keyRowBytes)
+                        : (0, 0, 0)
+                    offsets[2 * i] = Int32(offset); offsets[2 * i + 1] = Int32(offset + row)
+                    bits[2 * i] = width; bits[2 * i + 1] = width
+                    k += 1
+                    m &= m - 1
+                }
+            }
+            let all: UInt64 = orderedPairs == 64 ? ~0 : (1 << UInt64(orderedPairs)) - 1
+            place(high & all)
+            place(all & ~(high | zero))
+            place(zero & all)
+            first = 2 * orderedPairs
+        }
+        for c in first..<headDim {
+            let (offset, width) = keyRow(c)
+            offsets[c] = Int32(offset)
+            bits[c] = UInt8(width)
+        }
+    }
+
     /// Byte offset of head h's key codes in packed group gi.
     @inline(__always)
     func keyBlock(group gi: Int, head h: Int) -> Int { (gi * kvHeads + h) * keyHeadBytes }
@@ -257,17 +298,17 @@ struct KIVILayout {
 /// The rotary angles a pre-RoPE key cache needs, kept small: a key at position P + m, with P the
 /// first position of its packed group, is rotated by angle (P + m) * theta_i, and
 /// cos/sin((P + m) theta) follow from cos/sin(P theta) and cos/sin(m theta) by angle addition. So
-/// the cache keeps one column per group start (pair, groups) and one per offset in a group
+/// the cache keeps one row per group start (groups, pair) and one column per offset in a group
 /// (pair, G), about 25 KB for this model at context 2048, instead of a (pair, position) table as
-/// large as 1% of the packed cache. Attention rotates the query back by P once per group and then
-/// by each offset m inside the SIMD kernel (`KVKernels.rotatedKeyGroupScores`, the offsets being
-/// 8 consecutive lanes of one column). Angles are computed in Double as `RopeTable` does.
-final class KeyRotation: Sendable {
+/// large as 1% of the packed cache. Attention rotates the query back by P once per group
+/// (`queryAtGroupStart`) and the key tile by each offset m (`KIVITiles`: 8 or 16 consecutive
+/// lanes of one offset column). Angles are computed in Double as `RopeTable` does.
+final class KeyRotation {
     let ropeDims: Int, pairs: Int, group: Int, groups: Int, sink: Int
     /// (pair, G): cos and sin of m * theta_i for offsets m in 0..<G.
-    let offsetCos: [Float], offsetSin: [Float]
-    /// (pair, groups): cos and sin of (S + gi * G) * theta_i.
-    let startCos: [Float], startSin: [Float]
+    let offsetCos: UnsafeMutablePointer<Float>, offsetSin: UnsafeMutablePointer<Float>
+    /// (groups, pair): cos and sin of (S + gi * G) * theta_i.
+    let startCos: UnsafeMutablePointer<Float>, startSin: UnsafeMutablePointer<Float>
 
     init(ropeDims: Int, base: Float, group: Int, groups: Int, sink: Int) {
         self.ropeDims = ropeDims
@@ -275,20 +316,27 @@ final class KeyRotation: Sendable {
         self.group = group
         self.groups = groups
         self.sink = sink
-        func columns(_ n: Int, _ position: (Int) -> Int) -> ([Float], [Float]) {
-            var c = [Float](repeating: 0, count: ropeDims / 2 * n), s = c
-            for i in 0..<(ropeDims / 2) {
-                let inv = pow(Double(base), -Double(2 * i) / Double(ropeDims))
-                for k in 0..<n {
-                    let theta = Double(position(k)) * inv
-                    c[i * n + k] = Float(Foundation.cos(theta))
-                    s[i * n + k] = Float(Foundation.sin(theta))
-                }
+        let pairs = ropeDims / 2
+        offsetCos = .allocate(capacity: max(1, pairs * group))
+        offsetSin = .allocate(capacity: max(1, pairs * group))
+        startCos = .allocate(capacity: max(1, pairs * groups))
+        startSin = .allocate(capacity: max(1, pairs * groups))
+        for i in 0..<pairs {
+            let inv = pow(Double(base), -Double(2 * i) / Double(ropeDims))
+            for m in 0..<group {
+                offsetCos[i * group + m] = Float(Foundation.cos(Double(m) * inv))
+                offsetSin[i * group + m] = Float(Foundation.sin(Double(m) * inv))
             }
-            return (c, s)
+            for gi in 0..<groups {
+                let theta = Double(sink + gi * group) * inv
+                startCos[gi * pairs + i] = Float(Foundation.cos(theta))
+                startSin[gi * pairs + i] = Float(Foundation.sin(theta))
+            }
         }
-        (offsetCos, offsetSin) = columns(group) { $0 }
-        (startCos, startSin) = columns(groups) { sink + $0 * group }
+    }
+
+    deinit {
+        offsetCos.deallocate(); offsetSin.deallocate(); startCos.deallocate(); startSin.deallocate()
     }
 
     var bytes: Int { 4 * pairs * (group + groups) * 4 }
@@ -296,7 +344,7 @@ final class KeyRotation: Sendable {
     /// cos and sin of the angle of pair i at offset m of packed group gi.
     @inline(__always)
     func angle(pair i: Int, group gi: Int, offset m: Int) -> (cos: Float, sin: Float) {
-        let cp = startCos[i * groups + gi], sp = startSin[i * groups + gi]
+        let cp = startCos[gi * pairs + i], sp = startSin[gi * pairs + i]
         let cm = offsetCos[i * group + m], sm = offsetSin[i * group + m]
         return (cp * cm - sp * sm, sp * cm + cp * sm)
     }
@@ -314,15 +362,26 @@ final class KeyRotation: Sendable {
         }
     }
 
-    /// The query rotated back by the start position of group gi (the kernel rotates it back by
-    /// each offset): q'_a = q_a cos + q_b sin, q'_b = q_b cos - q_a sin; channels past ropeDims copied.
+    /// A query in key tile order (`KIVITiles`: pair i's channels at i and pairs + i, then the rest)
+    /// rotated back by the start position of group gi: q'_a = q_a cos + q_b sin,
+    /// q'_b = q_b cos - q_a sin; channels past ropeDims copied.
     @inline(__always)
     func queryAtGroupStart(_ q: UnsafePointer<Float>, channels: Int, group gi: Int, into out: UnsafeMutablePointer<Float>) {
-        for i in 0..<pairs {
-            let c = startCos[i * groups + gi], s = startSin[i * groups + gi]
-            let a = q[2 * i], b = q[2 * i + 1]
-            out[2 * i] = a * c + b * s
-            out[2 * i + 1] = b * c - a * s
+        typealias V = SIMD8<Float>
+        let cs = startCos + gi * pairs, sn = startSin + gi * pairs
+        func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+        var i = 0
+        while i + 8 <= pairs {
+            let a = load(q + i), b = load(q + pairs + i), c = load(cs + i), s = load(sn + i)
+            UnsafeMutableRawPointer(out + i).storeBytes(of: a * c + b * s, as: V.self)
+            UnsafeMutableRawPointer(out + pairs + i).storeBytes(of: b * c - a * s, as: V.self)
+            i += 8
+        }
+        while i < pairs {
+            let a = q[i], b = q[pairs + i], c = cs[i], s = sn[i]
+            out[i] = a * c + b * s
+            out[pairs + i] = b * c - a * s
+            i += 1
         }
         for c in ropeDims..<channels { out[c] = q[c] }
     }

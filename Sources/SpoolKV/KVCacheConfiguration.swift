@@ -1,3 +1,5 @@
+import Foundation
+
 /// How a cache stores keys and values: `--kv-bits`, `--kv-group`, `--kv-residual`.
 ///
 /// - bits 32: `FloatKVCache` in f32 (the exact reference);
@@ -44,6 +46,11 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     public var keyClip: Int? = nil
     /// The same for value groups.
     public var valueClip: Int? = nil
+    /// KIVI experiment: rotate each head's values by an orthonormal Hadamard matrix before
+    /// quantizing (QuaRot-style; spreads outlier channels over the per-token group), rotating the
+    /// dequantized values back in attention. Needs a power-of-2 head size and value groups within a
+    /// head; otherwise ignored. nil: off.
+    public var valueHadamard: Bool? = nil
 
     /// KIVI pre-RoPE keys: in every key group, the rotary pairs (two channels each) of each head
     /// with the widest ranges are stored with 4-bit codes instead of `bits` (a dense-and-sparse
@@ -56,6 +63,37 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// for the 4-bit outlier pairs. nil: the default for the bit width.
     public var keyDroppedPairs: Int? = nil
     public var resolvedKeyDroppedPairs: Int { keyDroppedPairs ?? (bits == 2 ? 8 : 0) }
+
+    /// Per-layer storage: layer index -> bits (2, 4, 8, 16, 32) for the layers stored otherwise than
+    /// `bits`, with every other setting the same (`LayeredKVCache`). nil or empty: every layer at `bits`.
+    public var layerBits: [Int: Int]? = nil
+
+    /// Parses "LAYERS:BITS,..." where LAYERS is one layer or a range "a-b" (`--kv-layer-bits 0-1:4,29:16`).
+    public static func parseLayerBits(_ text: String) throws(KVConfigurationError) -> [Int: Int] {
+        var out: [Int: Int] = [:]
+        guard !text.isEmpty else { throw .badLayerBits(text) }
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let bits = Int(parts[1].trimmingCharacters(in: .whitespaces)) else { throw .badLayerBits(text) }
+            let ends = parts[0].split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard (1...2).contains(ends.count), let lo = ends.first ?? nil, let hi = ends.last ?? nil, lo >= 0, lo <= hi, hi < 1 << 16 else {
+                throw .badLayerBits(text)
+            }
+            for l in lo...hi { out[l] = bits }
+        }
+        return out
+    }
+
+    /// Layer l's configuration: `bits` replaced by its `layerBits` entry, if any.
+    public func configuration(layer l: Int) -> KVCacheConfiguration {
+        var c = self
+        c.layerBits = nil
+        if let b = layerBits?[l] {
+            c.bits = b
+            if b >= 16 { c.valueBits = nil }
+        }
+        return c
+    }
 
     /// Channels per value group, with nil resolved: 2 * group at 2 bits where that divides the
     /// key/value width (it pays for the window and the 4-bit key pairs within 0.2x of f16), else group.
@@ -82,6 +120,12 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
 
     /// Checks the configuration against the shape of a model's keys and values.
     public func validate(kvHeads: Int, headDim: Int) throws(KVConfigurationError) {
+        if let layerBits {
+            for l in layerBits.keys.sorted() {
+                guard l >= 0 else { throw .badLayer(l) }
+                try configuration(layer: l).validate(kvHeads: kvHeads, headDim: headDim)
+            }
+        }
         guard Self.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
         guard isQuantized else {
             guard valueBits == nil || valueBits == bits else { throw .unsupportedBits(valueBits!) }
@@ -116,6 +160,9 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
     case badSink(Int)
     case badClip(Int)
     case badOutlierPairs(Int, headDim: Int)
+    /// A per-layer setting for a layer the model does not have.
+    case badLayer(Int)
+    case badLayerBits(String)
 
     public var description: String {
         switch self {
@@ -127,6 +174,8 @@ public enum KVConfigurationError: Error, Equatable, CustomStringConvertible {
         case let .badSink(s): return "--kv-sink \(s) must be between 0 and 256"
         case let .badOutlierPairs(p, d): return "--kv-key-outliers and --kv-key-dropped (\(p)) must be >= 0 and add up to at most half the head dimension \(d)"
         case let .badClip(c): return "--kv-clip \(c) must be between 0 and 8 steps"
+        case let .badLayerBits(t): return "--kv-layer-bits \"\(t)\": expected LAYER:BITS or FIRST-LAST:BITS items separated by commas"
+        case let .badLayer(l): return "--kv-layer-bits names layer \(l), which this model does not have"
         }
     }
 }
@@ -143,6 +192,7 @@ public struct KVCacheFactory: Sendable {
 
     public init(configuration: KVCacheConfiguration, geometry: KVGeometry, exactAttention: Bool = true) throws(KVConfigurationError) {
         try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
+        if let l = configuration.layerBits?.keys.first(where: { $0 >= geometry.layers }) { throw .badLayer(l) }
         self.configuration = configuration
         self.geometry = geometry
         self.exactAttention = exactAttention
@@ -151,6 +201,9 @@ public struct KVCacheFactory: Sendable {
     public func makeCache(capacity: Int) -> KVCache {
         var g = geometry
         g.capacity = max(0, capacity)
+        if let lb = configuration.layerBits, lb.contains(where: { $0.value != configuration.bits }) {
+            return LayeredKVCache(geometry: g, configurations: (0..<g.layers).map { configuration.configuration(layer: $0) })
+        }
         switch configuration.bits {
         case 32: return FloatKVCache(geometry: g, precision: .f32)
         case 16: return FloatKVCache(geometry: g, precision: .f16, exactAttention: exactAttention)

@@ -82,6 +82,10 @@ struct KVOptions: ParsableArguments {
     var keyDropped: Int?
     @Option(name: .customLong("kv-value-clip"), help: "KIVI value rounding: the same for value groups.")
     var valueClip: Int?
+    @Option(name: .customLong("kv-layer-bits"), help: "Per-layer KV storage overriding --kv-bits, e.g. 0-1:4,29:16.")
+    var layerBits: String?
+    @Flag(name: .customLong("kv-value-hadamard"), help: "KIVI experiment: Hadamard-rotate each head's values before quantizing.")
+    var valueHadamard = false
 
     enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
@@ -94,12 +98,17 @@ struct KVOptions: ParsableArguments {
         c.valueClip = valueClip
         c.keyOutlierPairs = keyOutliers
         c.keyDroppedPairs = keyDropped
+        c.valueHadamard = valueHadamard ? true : nil
+        c.layerBits = layerBits.flatMap { try? KVCacheConfiguration.parseLayerBits($0) }
         return c
     }
 
     func validate() throws {
         if let bits, !KVCacheConfiguration.supportedBits.contains(bits) {
             throw ValidationError(KVConfigurationError.unsupportedBits(bits).description)
+        }
+        if let layerBits {
+            do { _ = try KVCacheConfiguration.parseLayerBits(layerBits) } catch { throw ValidationError(error.description) }
         }
     }
 }

@@ -33,8 +33,10 @@ final class KIVICacheTests: XCTestCase {
 
     func testPackedAttentionMatchesReferenceOverHeldData() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 150, seed: 10)
+        for level in KernelLevel.supported {
         for (bits, sink) in [(2, 0), (4, 0), (8, 0), (2, 4)] {
             let cache = try kivi(bits: bits, sink: sink)
+            cache.kernelLevel = level
             // A prefill ending mid-group, then a few decode steps across a group boundary.
             let out = try storeAndAttend(cache, data, from: 0, to: 77, pool: pool)
             checkAgainstHeldData(cache, data, from: 0, to: 77, outputs: out)
@@ -44,6 +46,38 @@ final class KIVICacheTests: XCTestCase {
                 cache.commit(upTo: t + 1)
                 if t % 7 == 0 || t == 96 || t == 97 { checkAgainstHeldData(cache, data, from: t, to: t + 1, outputs: o) }
             }
+        }
+        }
+    }
+
+    /// Decode at depth splits a query's keys into parts across threads (one task per token, KV head
+    /// and part) and merges them; a batch goes through the same parts in one task. Both must give
+    /// the same bits, and match attention over the held data.
+    func testDecodeSplitIntoPartsMatchesBatchAndReference() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        g.capacity = 512
+        let data = AttentionData(geometry: g, tokens: 400, seed: 17)
+        var hadamard = KVCacheConfiguration(bits: 2)
+        hadamard.valueHadamard = true
+        for (level, config) in KernelLevel.supported.map({ ($0, KVCacheConfiguration(bits: 2)) }) + [(.selected, hadamard)] {
+            let batch = try KIVICache(geometry: g, configuration: config)
+            let stepwise = try KIVICache(geometry: g, configuration: config)
+            XCTAssertEqual(stepwise.valueHadamard, config.valueHadamard == true)
+            batch.kernelLevel = level
+            stepwise.kernelLevel = level
+            let all = try storeAndAttend(batch, data, from: 0, to: 380, pool: pool)
+            try storeAndAttend(stepwise, data, from: 0, to: 300, pool: pool)
+            stepwise.commit(upTo: 300)
+            let qd = g.queryHeads * g.headDim
+            for t in 300..<380 {
+                let o = try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
+                stepwise.commit(upTo: t + 1)
+                XCTAssertEqual(o, Array(all[(t * qd)..<((t + 1) * qd)]), "\(level) token \(t)")
+                if t == 379 { checkAgainstHeldData(stepwise, data, from: t, to: t + 1, outputs: o) }
+            }
+            // The last queries do see more than one part.
+            XCTAssertGreaterThan(stepwise.queryView(position: 379, stored: 380, floatBase: stepwise.layers[0].windowStart).parts, 1)
         }
     }
 
@@ -78,26 +112,35 @@ final class KIVICacheTests: XCTestCase {
         XCTAssertLessThan(errPost, 2 * errPre)
     }
 
-    /// The SIMD pre-RoPE key kernel, called as attention calls it, against
+    /// The pre-RoPE key path as attention runs it (key tile rotated by offsets, query rotated back
+    /// to the group start, tile scores), at every kernel path, against
     /// `preRoPEGroupScoresReference` for every head of the first `groups` packed groups of layer 0.
     func checkPreRoPEKernel(_ cache: KIVICache, query q: [Float], groups: Int, file: StaticString = #filePath, line: UInt = #line) {
-        let l = cache.layers[0], layout = cache.layout, rot = cache.rotation!, d = layout.kvDim, np = layout.orderedPairs
+        let l = cache.layers[0], layout = cache.layout, rot = cache.rotation!, d = layout.kvDim, hd = layout.headDim, pairs = rot.pairs
+        // The query in tile order: pair i's channels at i and pairs + i.
+        let tileQ = (0..<hd).map { c in c < pairs ? q[2 * c] : c < 2 * pairs ? q[2 * (c - pairs) + 1] : q[c] }
+        var offsets = [Int32](repeating: 0, count: hd), bits = [UInt8](repeating: 0, count: hd)
         for gi in 0..<groups {
             for h in 0..<layout.kvHeads {
                 let ref = cache.preRoPEGroupScoresReference(l, group: gi, head: h, query: q)
-                var got = [Float](repeating: 0, count: 32)
-                let ss = (0..<64).map { Half.float(l.keyScale[gi * d + h * 64 + $0]) }, zs = (0..<64).map { Half.float(l.keyZero[gi * d + h * 64 + $0]) }
-                var qg = [Float](repeating: 0, count: 64), order = [UInt8](repeating: 0, count: max(1, np))
-                if np > 0 { layout.pairOrder(l.keyMasks, group: gi, head: h, into: &order) }
-                rot.queryAtGroupStart(q, channels: 64, group: gi, into: &qg)
-                KVKernels.rotatedKeyGroupScores(
-                    Code4.self, Code2.self, query: qg, scales: ss, zeros: zs,
-                    order: np > 0 ? order : nil, highPairs: layout.keyHighPairs, zeroPairs: layout.keyZeroPairs,
-                    codes: l.keyCodes + layout.keyBlock(group: gi, head: h), highRowBytes: layout.keyHighRowBytes, rowBytes: layout.keyRowBytes,
-                    channels: 64, ropeDims: 64, group: 32, cos: rot.offsetCos, sin: rot.offsetSin, positionStride: 32, firstPosition: 0, into: &got)
-                let mag = (0..<64).reduce(Float(0)) { $0 + abs(q[$1]) * (abs(ss[$1]) * 15 + abs(zs[$1])) }
-                for i in 0..<32 {
-                    XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "group \(gi) head \(h) token \(i)", file: file, line: line)
+                let masks = l.keyMasks + 2 * (gi * layout.kvHeads + h)
+                layout.keyRows(high: masks[0], zero: masks[1], offsets: &offsets, bits: &bits)
+                let source = KIVITiles.KeySource(
+                    codes: l.keyCodes + layout.keyBlock(group: gi, head: h), rowOffsets: offsets, rowBits: bits,
+                    scales: l.keyScale + gi * d + h * hd, zeros: l.keyZero + gi * d + h * hd, channels: hd, ropePairs: pairs,
+                    group: layout.group, cos: rot.offsetCos, sin: rot.offsetSin)
+                var qg = [Float](repeating: 0, count: hd)
+                rot.queryAtGroupStart(tileQ, channels: hd, group: gi, into: &qg)
+                let mag = (0..<hd).reduce(Float(0)) { acc, c in
+                    acc + abs(q[c]) * (abs(Half.referenceFloat(l.keyScale[gi * d + h * hd + c])) * 15 + abs(Half.referenceFloat(l.keyZero[gi * d + h * hd + c])))
+                }
+                for path in KIVITiles.supportedPaths(group: layout.group, channels: hd) {
+                    var tile = [Float](repeating: .nan, count: hd * layout.group), got = [Float](repeating: .nan, count: layout.group)
+                    KIVITiles.keyTile(path, source, into: &tile)
+                    KIVITiles.tileScores(path, qg, tile: tile, channels: hd, group: layout.group, into: &got)
+                    for i in 0..<layout.group {
+                        XCTAssertLessThanOrEqual(abs(got[i] - ref[i]), MAX_KV_KERNEL_REL_ERROR * mag, "\(path) group \(gi) head \(h) token \(i)", file: file, line: line)
+                    }
                 }
             }
         }
