@@ -61,7 +61,7 @@ let package = Package(
         // nothing runs before `KernelLevel` has checked cpuid and XCR0).
         .target(
             name: "SpoolKernelsAVX512",
-            dependencies: ["SpoolKernelsAVX2"],
+            dependencies: ["SpoolKernelsAVX2", "CSpoolSys"],
             swiftSettings: [.unsafeFlags(avx512Flags)]
         ),
         // libnuma for NUMA topology and node-local allocation (apt: libnuma-dev; Linux only).

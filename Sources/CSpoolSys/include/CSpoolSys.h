@@ -22,6 +22,10 @@ static inline void spool_cpu_relax(void) {
 #endif
 }
 
+/// Asks for the cache line at `p` ahead of a read (`prefetcht0` on x86, `prfm pldl1keep` on
+/// AArch64); a hint only, never faults. Swift has no prefetch intrinsic (`_mm_prefetch` is a macro).
+static inline void spool_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 /// O_DIRECT (a _GNU_SOURCE constant Swift's Glibc module does not expose); 0 where unsupported.
 int spool_o_direct_flag(void);
 
