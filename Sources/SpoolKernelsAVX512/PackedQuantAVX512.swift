@@ -73,10 +73,14 @@ extension QuantAVX512 {
     static func matvec4(_ a: PackedMatmulArgs, rowRange: Range<Int>, t: Int) {
         let nb = a.cols / 32, np = nb / 2, groups = a.cols / a.group, pairShift = a.group == 128 ? 1 : 0
         let rb = a.rowBytes
-        withUnsafeTemporaryAllocation(byteCount: a.cols + np * 64 + groups * 4, alignment: 64) { buf in
+        // Scratch: permuted activations, their block scales, per-group sums, and the (d, m) of four
+        // rows' groups as floats (8 * groups, padded to whole vectors).
+        let sfCount = (8 * groups + 15) / 16 * 16
+        withUnsafeTemporaryAllocation(byteCount: a.cols + np * 64 + groups * 4 + sfCount * 4 + 64, alignment: 64) { buf in
             let xp = buf.baseAddress!
             let dxv = (xp + a.cols).assumingMemoryBound(to: Float.self)
             let sg = dxv + np * 16
+            let sf = sg + groups + (16 - groups % 16) % 16
             let qx = UnsafeRawPointer(a.qs + t * a.cols), dx = a.d + t * nb, sx = a.s + t * nb
             permuteActivations(qx, dx, pairs: np, into: xp, dxv)
             let bpg = a.group / 32
@@ -93,14 +97,28 @@ extension QuantAVX512 {
             }
             // `g32` is a constant at each call site (the loops below are written out once per
             // case), so the group-size test is not evaluated per step.
-            @inline(__always) func step(_ acc: __m512, _ row: UnsafeRawPointer, _ sc: UnsafeRawPointer, _ p: Int,
+            // `sc`: a row's (d, m) per group already widened to floats (`widen`), so a step
+            // broadcasts its d straight from memory instead of converting one f16 per step.
+            @inline(__always) func step(_ acc: __m512, _ row: UnsafeRawPointer, _ sc: UnsafePointer<Float>, _ p: Int,
                                         _ x: __m512i, _ d: __m512, _ g32: Bool) -> __m512 {
                 let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), weights(row, p), x))
                 // Groups of 32: lanes 0-3 and 8-11 are chunk 0 (group 2p), 4-7 and 12-15 chunk 1.
                 let dw = g32
-                    ? _mm512_mask_blend_ps(0xF0F0, _mm512_set1_ps(f16(sc, 8 * p)), _mm512_set1_ps(f16(sc, 8 * p + 4)))
-                    : _mm512_set1_ps(f16(sc, 4 * (p >> pairShift)))
+                    ? _mm512_mask_blend_ps(0xF0F0, _mm512_set1_ps(sc[4 * p]), _mm512_set1_ps(sc[4 * p + 2]))
+                    : _mm512_set1_ps(sc[2 * (p >> pairShift)])
                 return _mm512_fmadd_ps(_mm512_mul_ps(dot, d), dw, acc)
+            }
+            /// Widens `halves` f16 values (rows' (d, m) pairs, contiguous) to floats at `sf`; the
+            /// last vector's load is masked so nothing past the scales is read.
+            @inline(__always) func widen(_ from: UnsafeRawPointer, halves: Int) {
+                var i = 0
+                while i < halves {
+                    let n = min(16, halves - i)
+                    let mask = __mmask16(truncatingIfNeeded: (1 << n) - 1)
+                    let h = _mm256_maskz_loadu_epi16(mask, from + 2 * i)
+                    _mm512_store_ps(sf + i, _mm512_cvtph_ps(h))
+                    i += 16
+                }
             }
             // Decode streams every weight byte once; the loop's arithmetic between loads keeps too
             // few cache-line misses in flight for the hardware prefetcher alone, so the rows
@@ -118,7 +136,8 @@ extension QuantAVX512 {
             }
             @inline(__always) func four(_ r: Int, _ g32: Bool) {
                 let w0 = a.quants + r * rb, w1 = w0 + rb, w2 = w1 + rb, w3 = w2 + rb
-                let s0 = a.scales + r * groups * 4, s1 = s0 + groups * 4, s2 = s1 + groups * 4, s3 = s2 + groups * 4
+                widen(a.scales + r * groups * 4, halves: 8 * groups)
+                let s0 = UnsafePointer(sf), s1 = s0 + 2 * groups, s2 = s1 + 2 * groups, s3 = s2 + 2 * groups
                 var c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps()
                 for p in 0..<np {
                     let x = _mm512_load_si512(xp + 64 * p), d = _mm512_load_ps(dxv + 16 * p)
@@ -133,9 +152,9 @@ extension QuantAVX512 {
                 y[r + 2] = _mm512_reduce_add_ps(c2) + offset(s2)
                 y[r + 3] = _mm512_reduce_add_ps(c3) + offset(s3)
             }
-            @inline(__always) func offset(_ sc: UnsafeRawPointer) -> Float {
+            @inline(__always) func offset(_ sc: UnsafePointer<Float>) -> Float {
                 var m: Float = 0
-                for g in 0..<groups { m += f16(sc, 4 * g + 2) * sg[g] }
+                for g in 0..<groups { m += sc[2 * g + 1] * sg[g] }
                 return m
             }
             let y = a.y + t * a.rows
@@ -154,7 +173,9 @@ extension QuantAVX512 {
                 }
             }
             while r < end {
-                let w0 = a.quants + r * rb, s0 = a.scales + r * groups * 4
+                let w0 = a.quants + r * rb
+                widen(a.scales + r * groups * 4, halves: 2 * groups)
+                let s0 = UnsafePointer(sf)
                 var c0 = _mm512_setzero_ps()
                 for p in 0..<np {
                     c0 = step(c0, w0, s0, p, _mm512_load_si512(xp + 64 * p), _mm512_load_ps(dxv + 16 * p), a.group == 32)
