@@ -20,35 +20,7 @@ extension QuantAVX512 {
             return
         }
         let a = QuantMatmulArgs(w: p.quants, rows: p.rows, cols: p.cols, qs: p.qs, d: p.d, s: p.s, y: p.y)
-        let nb = a.cols / 32, np = (nb + 1) / 2, nc = (nb + 15) / 16 * 16
-        let pairBytes = rowTile * np * 64
-        let auxBytes = rowTile * nc * 4
-        withUnsafeTemporaryAllocation(byteCount: 2 * pairBytes + auxBytes, alignment: 64) { buf in
-            let base = buf.baseAddress!
-            let tile = Tile(
-                wq: base, dw: (base + pairBytes).assumingMemoryBound(to: Float.self), aux: base + 2 * pairBytes,
-                np: np, nc: nc)
-            var t0 = tokenRange.lowerBound
-            while t0 < tokenRange.upperBound {
-                let t1 = min(t0 + tokenBlock, tokenRange.upperBound)
-                var r0 = rowRange.lowerBound
-                while r0 < rowRange.upperBound {
-                    let nr = min(rowTile, rowRange.upperBound - r0)
-                    unpackPacked(p, tile, r0: r0, nr: nr)
-                    var t = t0
-                    while t + 3 <= t1 {
-                        tile3(a, tile, r0: r0, nr: nr, t: t, q8: false)
-                        t += 3
-                    }
-                    while t < t1 {
-                        tile1(a, tile, r0: r0, nr: nr, t: t, q8: false)
-                        t += 1
-                    }
-                    r0 += nr
-                }
-                t0 = t1
-            }
-        }
+        tiled(a, rowRange: rowRange, tokenRange: tokenRange, q8: false) { tile, r0, nr in unpackPacked(p, tile, r0: r0, nr: nr) }
     }
 
     /// Up to this many tokens, 4-bit weights are multiplied straight from their packed bytes

@@ -60,6 +60,17 @@ public enum QuantAVX512 {
 
     @inline(__always)
     static func matmul(_ a: QuantMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>, q8: Bool) {
+        tiled(a, rowRange: rowRange, tokenRange: tokenRange, q8: q8) { tile, r0, nr in
+            if q8 { unpackQ8_0(a, tile, r0: r0, nr: nr) } else { unpackQ4_1(a, tile, r0: r0, nr: nr) }
+        }
+    }
+
+    /// The tile driver shared by the GGUF kernels and the .spool one (`matmulPacked`): blocks of
+    /// `tokenBlock` tokens, and for each `rowTile` rows `unpack` fills the tile once, then 3-token
+    /// and 1-token register tiles run over it. `q8`: q8_0 tiles (their aux is pair-sized).
+    @inline(__always)
+    static func tiled(_ a: QuantMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>, q8: Bool,
+                      unpack: (_ tile: Tile, _ r0: Int, _ nr: Int) -> Void) {
         let nb = a.cols / 32, np = (nb + 1) / 2, nc = (nb + 15) / 16 * 16
         let pairBytes = rowTile * np * 64
         let auxBytes = q8 ? pairBytes : rowTile * nc * 4
@@ -74,7 +85,7 @@ public enum QuantAVX512 {
                 var r0 = rowRange.lowerBound
                 while r0 < rowRange.upperBound {
                     let nr = min(rowTile, rowRange.upperBound - r0)
-                    if q8 { unpackQ8_0(a, tile, r0: r0, nr: nr) } else { unpackQ4_1(a, tile, r0: r0, nr: nr) }
+                    unpack(tile, r0, nr)
                     var t = t0
                     while t + 3 <= t1 {
                         tile3(a, tile, r0: r0, nr: nr, t: t, q8: q8)
