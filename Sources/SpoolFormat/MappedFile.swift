@@ -41,6 +41,9 @@ public final class MappedFile {
 
     private var ownsHeap = false
 
+    /// true when the bytes are a mapping of the file (`init(path:)`), false for a heap copy.
+    public var isFileMapping: Bool { !ownsHeap && bytes.baseAddress != nil }
+
     deinit {
         guard let base = bytes.baseAddress else {
             return

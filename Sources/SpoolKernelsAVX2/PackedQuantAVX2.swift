@@ -15,11 +15,14 @@ public struct PackedMatmulArgs {
     public var d: UnsafePointer<Float>
     public var s: UnsafePointer<Float>
     public var y: UnsafeMutablePointer<Float>
+    /// The weights are in the interleaved layout of `PackedPanels` (read only by the AVX-512 kernels).
+    public var panels: Bool
 
     public init(quants: UnsafeRawPointer, scales: UnsafeRawPointer, rows: Int, cols: Int, bits: Int, group: Int,
-                qs: UnsafePointer<Int8>, d: UnsafePointer<Float>, s: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+                qs: UnsafePointer<Int8>, d: UnsafePointer<Float>, s: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                panels: Bool = false) {
         self.quants = quants; self.scales = scales; self.rows = rows; self.cols = cols; self.bits = bits
-        self.group = group; self.qs = qs; self.d = d; self.s = s; self.y = y
+        self.group = group; self.qs = qs; self.d = d; self.s = s; self.y = y; self.panels = panels
     }
 
     public var rowBytes: Int { cols / 32 * 4 * bits }

@@ -74,6 +74,11 @@ extension QuantAVX512 {
     @inline(__always)
     static func unpackPanel(_ a: PackedMatmulArgs, wq: UnsafeMutableRawPointer, dg: UnsafeMutablePointer<Float>,
                             mg: UnsafeMutablePointer<Float>, r0: Int, nr: Int) {
+        if a.panels {
+            // Interleaved weights come in whole panels (the caller splits rows at panel bounds).
+            unpackInterleavedPanel(a, wq: wq, dg: dg, mg: mg, r0: r0)
+            return
+        }
         let nb = a.cols / 32, rb = a.rowBytes, cb = 4 * a.bits, groups = a.cols / a.group
         if nr < panelRows {
             wq.initializeMemory(as: UInt8.self, repeating: 0, count: a.cols * panelRows)

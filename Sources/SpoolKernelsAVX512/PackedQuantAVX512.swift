@@ -11,6 +11,15 @@ import CSpoolSys
 extension QuantAVX512 {
     @inline(never)
     public static func matmulPacked(_ p: PackedMatmulArgs, rowRange: Range<Int>, tokenRange: Range<Int>) {
+        if p.panels {
+            // Interleaved 4-bit weights (whole panels; see `PanelMatvecAVX512.swift`).
+            if tokenRange.count <= decodeMaxTokens {
+                for t in tokenRange { matvecPanels4(p, rowRange: rowRange, t: t) }
+            } else {
+                matmulPackedPanels(p, rowRange: rowRange, tokenRange: tokenRange)
+            }
+            return
+        }
         if p.bits == 4 && (p.cols / 32) % 2 == 0 && tokenRange.count <= decodeMaxTokens {
             for t in tokenRange { matvec4(p, rowRange: rowRange, t: t) }
             return

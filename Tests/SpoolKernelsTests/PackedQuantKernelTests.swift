@@ -51,6 +51,72 @@ final class PackedQuantKernelTests: XCTestCase {
         }
     }
 
+    /// Interleaved 4-bit matrices (`PackedPanels`): the gather inverts the interleave, the panel
+    /// reference equals the row reference, and every level (AVX-512 reads the panels, the others
+    /// gather rows back) matches it, for decode and batch token counts and partial row ranges.
+    func testInterleavedPanelsMatchReference() {
+        let pool = ThreadPool(threads: 2)
+        let shapes = [(16, 96, 32, 1), (48, 576, 64, 1), (32, 384, 128, 3), (64, 576, 64, 7), (96, 1536, 64, 2),
+                      (32, 256, 128, 12), (16, 64, 32, 5), (192, 576, 32, 1)]
+        for (rows, cols, group, tokens) in shapes {
+            let f = PackedQuantFormat(bits: 4, group: group)!
+            var rng = TestRandom(seed: UInt64(rows * 1000 + cols + group))
+            let (quants, scales) = randomMatrix(f, rows: rows, cols: cols, rng: &rng)
+            let x = rng.floats(tokens * cols, -2, 2)
+            let a = Q8Activations()
+            Kernels.quantizeActivations(x, tokens: tokens, cols: cols, into: a, pool: pool, level: .generic)
+            var pq = [UInt8](repeating: 0, count: quants.count), ps = [UInt8](repeating: 0, count: scales.count)
+            quants.withUnsafeBytes { qp in
+                scales.withUnsafeBytes { sp in
+                    let m = PackedQuantMatrix(quants: qp.baseAddress!, scales: sp.baseAddress!, rows: rows, cols: cols, format: f)
+                    XCTAssertTrue(PackedPanels.supports(rows: rows, cols: cols, format: f))
+                    pq.withUnsafeMutableBytes { pqp in
+                        ps.withUnsafeMutableBytes { psp in PackedPanels.interleave(m, toQuants: pqp.baseAddress!, toScales: psp.baseAddress!) }
+                    }
+                    XCTAssertNotEqual(pq, quants, "interleaving moved nothing")
+                    var ref = [Float](repeating: .nan, count: tokens * rows)
+                    PackedQuantGeneric.referenceBlock(m, a, into: &ref, rowRange: 0..<rows, tokenRange: 0..<tokens)
+                    let mag = magnitudes(m, a)
+                    pq.withUnsafeBytes { pqp in
+                        ps.withUnsafeBytes { psp in
+                            let pm = PackedQuantMatrix(quants: pqp.baseAddress!, scales: psp.baseAddress!, rows: rows, cols: cols,
+                                                       format: f, panels: true)
+                            PackedPanels.withRowLayout(pm, rows: 0..<rows) { back in
+                                XCTAssertEqual(Array(UnsafeRawBufferPointer(start: back.quants, count: quants.count)), quants, "gather \(rows)x\(cols)")
+                                XCTAssertEqual(Array(UnsafeRawBufferPointer(start: back.scales, count: scales.count)), scales, "gather scales \(rows)x\(cols)")
+                            }
+                            var pref = [Float](repeating: .nan, count: tokens * rows)
+                            PackedPanels.referenceBlock(pm, a, into: &pref, rowRange: 0..<rows, tokenRange: 0..<tokens)
+                            for i in 0..<(tokens * rows) {
+                                XCTAssertLessThanOrEqual(abs(pref[i] - ref[i]) / max(mag[i], 1e-6), MAX_PACKED_QDOT_REL_ERROR, "panel reference at \(i)")
+                            }
+                            for level in testLevels {
+                                var y = [Float](repeating: .nan, count: tokens * rows)
+                                Kernels.packedMatmul(pm, a, into: &y, pool: pool, level: level)
+                                // A block that starts mid-panel (the non-panel path must serve it).
+                                var part = [Float](repeating: .nan, count: tokens * rows)
+                                Kernels.packedMatmulBlock(pm, a, into: &part, rowRange: 3..<(rows - 5), tokenRange: 0..<tokens, level: level)
+                                for t in 0..<tokens {
+                                    for r in 0..<rows {
+                                        let i = t * rows + r
+                                        XCTAssertLessThanOrEqual(abs(y[i] - ref[i]) / max(mag[i], 1e-6), MAX_PACKED_QDOT_REL_ERROR,
+                                                                 "panels \(level) \(rows)x\(cols) g\(group) t\(tokens) at \(i)")
+                                        if r >= 3 && r < rows - 5 {
+                                            XCTAssertLessThanOrEqual(abs(part[i] - ref[i]) / max(mag[i], 1e-6), MAX_PACKED_QDOT_REL_ERROR,
+                                                                     "panel block \(level) \(rows)x\(cols) at \(i)")
+                                        } else {
+                                            XCTAssertTrue(part[i].isNaN, "row \(r) outside the block was written")
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The reference is the float math it stands for: Σ (d q + m) · (q_x d_x) with unpack32's q.
     func testReferenceIsTheDequantizedDotProduct() {
         let pool = ThreadPool(threads: 1)

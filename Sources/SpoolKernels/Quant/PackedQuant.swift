@@ -47,12 +47,16 @@ public struct PackedQuantMatrix {
     public let rows: Int
     public let cols: Int
     public let format: PackedQuantFormat
+    /// true: the interleaved layout of `PackedPanels` (4-bit only), false: the row layout above.
+    public let panels: Bool
 
-    public init(quants: UnsafeRawPointer, scales: UnsafeRawPointer, rows: Int, cols: Int, format: PackedQuantFormat) {
+    public init(quants: UnsafeRawPointer, scales: UnsafeRawPointer, rows: Int, cols: Int, format: PackedQuantFormat,
+                panels: Bool = false) {
         self.quants = quants
         self.scales = scales
         self.rows = rows
         self.cols = cols
         self.format = format
+        self.panels = panels
     }
 }

@@ -15,7 +15,7 @@ extension Kernels {
         let tokens = x.tokens, rows = w.rows
         guard rows > 0, tokens > 0 else { return }
         let level = level.resolved
-        let perChunk = packedRowsPerChunk(rows, tokens: tokens, threads: pool.threadCount)
+        let perChunk = packedRowsPerChunk(rows, tokens: tokens, threads: pool.threadCount, panels: w.panels)
         pool.parallelFor((rows + perChunk - 1) / perChunk) { i in
             let range = (i * perChunk)..<min(rows, (i + 1) * perChunk)
             packedMatmulBlock(w, x, into: y, rowRange: range, tokenRange: 0..<tokens, level: level)
@@ -24,7 +24,9 @@ extension Kernels {
 
     /// Rows per task of `packedMatmul`: for batches, whole 16-row panels (the AVX-512 panel kernel
     /// pads a partial one with zero rows), about 4 tasks per thread; for decode `rowsPerChunk`.
-    public static func packedRowsPerChunk(_ rows: Int, tokens: Int, threads: Int) -> Int {
+    /// Interleaved matrices (`panels`) always split at whole panels.
+    public static func packedRowsPerChunk(_ rows: Int, tokens: Int, threads: Int, panels: Bool = false) -> Int {
+        if panels { return max(PackedPanels.rows, (rows / (threads * 4) + PackedPanels.rows - 1) / PackedPanels.rows * PackedPanels.rows) }
         guard tokens >= 4 else { return rowsPerChunk(rows, threads: threads) }
         return max(16, (rows / (threads * 4) + 15) & ~15)
     }
@@ -34,11 +36,25 @@ extension Kernels {
         _ w: PackedQuantMatrix, _ x: Q8Activations, into y: UnsafeMutablePointer<Float>,
         rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
     ) {
+        if w.panels && !(level == .avx512vnni && rowRange.lowerBound % PackedPanels.rows == 0
+                         && (rowRange.count % PackedPanels.rows == 0 || rowRange.upperBound == w.rows)) {
+            // Only the AVX-512 kernels read panels, a whole panel at a time; every other case
+            // gathers its rows back into the row layout (correct, not fast).
+            let n = rowRange.count
+            PackedPanels.withRowLayout(w, rows: rowRange) { rm in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, n * tokenRange.upperBound)) { tmp in
+                    let ty = tmp.baseAddress!   // (tokens, n): rows of the tokens before the range unused
+                    packedMatmulBlock(rm, x, into: ty, rowRange: 0..<n, tokenRange: tokenRange, level: level)
+                    for t in tokenRange { for i in 0..<n { y[t * w.rows + rowRange.lowerBound + i] = ty[t * n + i] } }
+                }
+            }
+            return
+        }
         #if arch(x86_64)
         if level.usesAVX2 {
             let args = PackedMatmulArgs(
                 quants: w.quants, scales: w.scales, rows: w.rows, cols: w.cols, bits: w.format.bits, group: w.format.group,
-                qs: UnsafePointer(x.qs), d: UnsafePointer(x.d), s: UnsafePointer(x.s), y: y)
+                qs: UnsafePointer(x.qs), d: UnsafePointer(x.d), s: UnsafePointer(x.s), y: y, panels: w.panels)
             if level == .avx512vnni {
                 QuantAVX512.matmulPacked(args, rowRange: rowRange, tokenRange: tokenRange)
             } else {

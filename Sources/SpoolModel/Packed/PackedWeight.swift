@@ -26,6 +26,10 @@ public final class PackedWeight: Int8InputWeight {
     /// Keeps the memory behind the pointers alive (the mapped file, or an owned buffer).
     private let owner: AnyObject
     let format: PackedQuantFormat
+    /// The bytes are in the interleaved layout of `PackedPanels` (built at load, see `init`), in
+    /// `interleaved`, which this weight owns.
+    public let panels: Bool
+    private let interleaved: UnsafeMutableRawBufferPointer?
     /// The 8-bit activation buffer; a model passes one to all its weights (one forward pass runs at
     /// a time), so that it is allocated once and weights sharing an input quantize it once.
     public let activations: Q8Activations
@@ -34,8 +38,14 @@ public final class PackedWeight: Int8InputWeight {
     static let tileMinTokens = 8
     static let tileRows = 48
 
+    /// - Parameters:
+    ///   - interleave: copy 4-bit weights into the `PackedPanels` layout when the matrix allows it
+    ///     (the AVX-512 kernels read 16 rows per vector from it; other levels gather rows back).
+    ///   - releaseSource: with `interleave`, tell the kernel the source bytes' whole pages are no
+    ///     longer needed (`madvise`), so that a file mapping does not stay resident beside the
+    ///     copy. Only for bytes that are a read-only file mapping: a later read faults them in again.
     public init(rows: Int, cols: Int, bits: Int, group: Int, bytes: UnsafeRawBufferPointer, owner: AnyObject, name: String,
-                activations: Q8Activations? = nil) throws(ModelError) {
+                activations: Q8Activations? = nil, interleave: Bool = false, releaseSource: Bool = false) throws(ModelError) {
         guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group), bits != QuantLayout.floatBits,
               let format = PackedQuantFormat(bits: bits, group: group) else {
             throw .spool(.badEncoding(tensor: name, bits: bits, group: group))
@@ -48,23 +58,48 @@ public final class PackedWeight: Int8InputWeight {
         self.bits = bits
         self.group = group
         self.owner = owner
-        quants = base.assumingMemoryBound(to: UInt8.self)
-        scales = base + QuantLayout.scaleOffset(rows: rows, cols: cols, bits: bits)
         rowBytes = QuantLayout.rowBytes(cols: cols, bits: bits)
+        let scaleOffset = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: bits)
+        if interleave && PackedPanels.supports(rows: rows, cols: cols, format: format) {
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+            let source = PackedQuantMatrix(quants: base, scales: base + scaleOffset, rows: rows, cols: cols, format: format)
+            PackedPanels.interleave(source, toQuants: copy.baseAddress!, toScales: copy.baseAddress! + scaleOffset)
+            if releaseSource { PageAdvice.dontNeed(bytes) }
+            interleaved = copy
+            panels = true
+            quants = UnsafePointer(copy.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            scales = UnsafeRawPointer(copy.baseAddress! + scaleOffset)
+        } else {
+            interleaved = nil
+            panels = false
+            quants = base.assumingMemoryBound(to: UInt8.self)
+            scales = base + scaleOffset
+        }
     }
+
+    deinit { interleaved?.deallocate() }
 
     public var byteCount: Int { rows * rowBytes + rows * (cols / group) * 4 }
 
-    @inline(__always) func rowQuants(_ r: Int) -> UnsafePointer<UInt8> { quants + r * rowBytes }
-    @inline(__always) func rowScales(_ r: Int) -> UnsafeRawPointer { scales + r * (cols / group) * 4 }
+    /// Row r's quants and (d, m) pairs in the row layout: in place, or gathered from the panels
+    /// into a temporary buffer.
+    @inline(__always)
+    func withRow<R>(_ r: Int, _ body: (UnsafePointer<UInt8>, UnsafeRawPointer) -> R) -> R {
+        guard panels else { return body(quants + r * rowBytes, scales + r * (cols / group) * 4) }
+        let scaleBytes = cols / group * 4
+        return withUnsafeTemporaryAllocation(byteCount: rowBytes + scaleBytes, alignment: 16) { buf in
+            PackedPanels.gatherRow(matrix, r, toQuants: buf.baseAddress!, toScales: buf.baseAddress! + rowBytes)
+            return body(UnsafePointer(buf.baseAddress!.assumingMemoryBound(to: UInt8.self)), UnsafeRawPointer(buf.baseAddress! + rowBytes))
+        }
+    }
 
     public func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
-        PackedDot.decodeRow(quants: rowQuants(r), scales: rowScales(r), bits: bits, group: group, cols: cols, into: out)
+        withRow(r) { q, sc in PackedDot.decodeRow(quants: q, scales: sc, bits: bits, group: group, cols: cols, into: out) }
     }
 
     /// The packed bytes as the integer kernels take them.
     public var matrix: PackedQuantMatrix {
-        PackedQuantMatrix(quants: UnsafeRawPointer(quants), scales: scales, rows: rows, cols: cols, format: format)
+        PackedQuantMatrix(quants: UnsafeRawPointer(quants), scales: scales, rows: rows, cols: cols, format: format, panels: panels)
     }
 
     /// `SPOOL_PACKED_REFERENCE=1` in the environment: every packed weight multiplies float
@@ -77,6 +112,15 @@ public final class PackedWeight: Int8InputWeight {
     }()
 
     public var takesInt8Activations: Bool { !Self.floatReference }
+
+    /// Whether a .spool model's resident 4-bit weights are interleaved at load (`PackedPanels`):
+    /// when the AVX-512 VNNI kernels are selected and the float reference is off. `SPOOL_PANELS=0`
+    /// keeps the file's row layout (to compare the two).
+    public static let interleaveResident: Bool = {
+        if floatReference || KernelLevel.selected != .avx512vnni { return false }
+        guard let v = getenv("SPOOL_PANELS") else { return true }
+        return String(cString: v) != "0"
+    }()
 
     public func apply(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard rows > 0, tokens > 0 else { return }
@@ -97,7 +141,7 @@ public final class PackedWeight: Int8InputWeight {
     }
 
     public func rowsPerTask(tokens: Int, threads: Int) -> Int {
-        Kernels.packedRowsPerChunk(rows, tokens: tokens, threads: threads)
+        Kernels.packedRowsPerChunk(rows, tokens: tokens, threads: threads, panels: panels)
     }
 
     /// y through the float-activation kernels (packed dot, or decoded row tiles for many tokens).
@@ -123,11 +167,12 @@ public final class PackedWeight: Int8InputWeight {
             let sp = s.baseAddress!
             pool.parallelFor(chunks) { c in
                 for r in (c * perChunk)..<min(rows, (c + 1) * perChunk) {
-                    let q = rowQuants(r), sc = rowScales(r)
-                    for t in 0..<tokens {
-                        y[t * rows + r] = reference
-                            ? PackedDot.reference(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
-                            : PackedDot.simd(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
+                    withRow(r) { q, sc in
+                        for t in 0..<tokens {
+                            y[t * rows + r] = reference
+                                ? PackedDot.reference(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
+                                : PackedDot.simd(quants: q, scales: sc, bits: bits, group: group, cols: cols, x: x + t * cols, xSums: sp + t * groups)
+                        }
                     }
                 }
             }
