@@ -24,8 +24,12 @@ final class PackedInt8Tests: XCTestCase {
         }
     }
 
-    /// A random packed tensor laid out as QuantLayout says.
     func packed(rows: Int, cols: Int, bits: Int, group: Int, rng: inout TestRandom) -> MappedFile {
+        Self.packed(rows: rows, cols: cols, bits: bits, group: group, rng: &rng)
+    }
+
+    /// A random packed tensor laid out as QuantLayout says.
+    static func packed(rows: Int, cols: Int, bits: Int, group: Int, rng: inout TestRandom) -> MappedFile {
         let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group)!
         var bytes = [UInt8](repeating: 0, count: size)
         var q = [UInt8](repeating: 0, count: 32)

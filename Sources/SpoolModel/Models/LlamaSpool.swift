@@ -58,12 +58,13 @@ public struct LlamaSpoolLoader: LlamaWeightLoader {
             for i in 0..<(rows * cols) { w.values[i] = Float(bitPattern: UInt32(littleEndian: data.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
             return w
         }
-        // Resident weights (read from the mapping, owner nil) are interleaved for the AVX-512
-        // kernels when those run; streamed blocks keep the file's layout (their buffers are reused).
-        let resident = owner == nil
+        // 4-bit weights are interleaved for the AVX-512 kernels when those run: weights read from
+        // the mapping (owner nil) release its pages after the copy; streamed blocks are copied out
+        // of their ring buffer as well, so that streamed and resident blocks compute the same bits.
+        let mapped = owner == nil
         return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: data, owner: owner ?? spool, name: name,
-                                activations: activations, interleave: resident && PackedWeight.interleaveResident,
-                                releaseSource: resident && spool.file.isFileMapping)
+                                activations: activations, interleave: PackedWeight.interleaveAtLoad,
+                                releaseSource: mapped && spool.file.isFileMapping)
     }
 
     public func vector(_ name: String, _ n: Int, bytes: Bytes) throws(ModelError) -> [Float] {

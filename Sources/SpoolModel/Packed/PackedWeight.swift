@@ -113,10 +113,10 @@ public final class PackedWeight: Int8InputWeight {
 
     public var takesInt8Activations: Bool { !Self.floatReference }
 
-    /// Whether a .spool model's resident 4-bit weights are interleaved at load (`PackedPanels`):
+    /// Whether a .spool model's 4-bit weights are interleaved at load (`PackedPanels`):
     /// when the AVX-512 VNNI kernels are selected and the float reference is off. `SPOOL_PANELS=0`
     /// keeps the file's row layout (to compare the two).
-    public static let interleaveResident: Bool = {
+    public static let interleaveAtLoad: Bool = {
         if floatReference || KernelLevel.selected != .avx512vnni { return false }
         guard let v = getenv("SPOOL_PANELS") else { return true }
         return String(cString: v) != "0"
