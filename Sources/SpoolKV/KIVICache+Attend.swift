@@ -60,6 +60,9 @@ extension KIVICache {
         let scores: UnsafeMutablePointer<Float>
         /// (block, perKV, hd): one part's unnormalized output; (block, perKV): its max and sum.
         let partOut: UnsafeMutablePointer<Float>
+        /// (block, perKV, hd): with Hadamard-rotated values, the part's packed values mixed while
+        /// still rotated (rotated back once per query head and part, not once per token).
+        let rotatedOut: UnsafeMutablePointer<Float>
         let partMax: UnsafeMutablePointer<Float>, partSum: UnsafeMutablePointer<Float>
         /// Merged parts so far (block schedule): max, sum, output.
         let mergedMax: UnsafeMutablePointer<Float>, mergedSum: UnsafeMutablePointer<Float>, merged: UnsafeMutablePointer<Float>
@@ -90,6 +93,7 @@ extension KIVICache {
             floatCapacity = block + l.residual
             scores = .allocate(capacity: slots * partCapacity)
             partOut = .allocate(capacity: slots * hd)
+            rotatedOut = .allocate(capacity: slots * hd)
             partMax = .allocate(capacity: slots); partSum = .allocate(capacity: slots)
             mergedMax = .allocate(capacity: slots); mergedSum = .allocate(capacity: slots)
             merged = .allocate(capacity: slots * hd)
@@ -106,7 +110,7 @@ extension KIVICache {
         }
 
         deinit {
-            scores.deallocate(); partOut.deallocate(); partMax.deallocate(); partSum.deallocate()
+            scores.deallocate(); partOut.deallocate(); rotatedOut.deallocate(); partMax.deallocate(); partSum.deallocate()
             mergedMax.deallocate(); mergedSum.deallocate(); merged.deallocate()
             naturalQ.deallocate(); tileQ.deallocate(); groupQ.deallocate(); keyTile.deallocate(); valueTile.deallocate()
             rowOffsets.deallocate(); rowBits.deallocate(); sinkKeys.deallocate(); sinkValues.deallocate()
@@ -307,6 +311,7 @@ extension KIVICache {
                 s.partMax[k] = m
                 s.partSum[k] = sum
                 (s.partOut + k * hd).initialize(repeating: 0, count: hd)
+                if valueHadamard { (s.rotatedOut + k * hd).initialize(repeating: 0, count: hd) }
             }
         }
 
@@ -325,12 +330,23 @@ extension KIVICache {
                 zeros: l.valueZero + j0 * layout.valueGroups + kvh * hd / layout.valueGroup, groupsPerToken: layout.valueGroups,
                 firstChannel: kvh * hd, channels: hd, valueGroup: layout.valueGroup, tokens: G)
             KIVITiles.valueTile(path, source, into: s.valueTile)
-            if valueHadamard { for m in 0..<G { Self.hadamard(s.valueTile + m * hd, hd) } }
+            // Rotated values: H is linear, so sum_m w_m H v_m = H sum_m w_m v_m: mix the rotated
+            // tile and rotate the sum back once below.
+            let mixed = valueHadamard ? s.rotatedOut : s.partOut
             for lt in 0..<s.count where s.views[lt].groups > gi {
                 for hh in 0..<perKV {
                     let k = s.slot(lt, hh)
                     KIVITiles.rowsMix(path, s.scores + k * cap + s.packedOffset[lt] + (gi - gLo) * G, rows: s.valueTile, count: G,
-                                      channels: hd, into: s.partOut + k * hd)
+                                      channels: hd, into: mixed + k * hd)
+                }
+            }
+        }
+        if valueHadamard && gHi > gLo {
+            for lt in 0..<s.count where s.views[lt].groups > gLo {
+                for hh in 0..<perKV {
+                    let k = s.slot(lt, hh), r = s.rotatedOut + k * hd, o = s.partOut + k * hd
+                    Self.hadamard(r, hd)
+                    for c in 0..<hd { o[c] += r[c] }
                 }
             }
         }

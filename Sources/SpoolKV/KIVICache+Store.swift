@@ -127,7 +127,7 @@ extension KIVICache {
             let j = gi * g + t
             let row = values + t * d
             if valueHadamard {
-                // Experiment (`valueHadamard`): each head's value rotated by the orthonormal Hadamard matrix.
+                // `valueHadamard`: each head's value rotated by the orthonormal Hadamard matrix.
                 for c in 0..<d { rotated[c] = Half.float(row[c]) }
                 rotated.withUnsafeMutableBufferPointer { x in
                     for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + h * geometry.headDim, geometry.headDim) }

@@ -61,7 +61,7 @@ public final class KIVICache: KVCache {
     public internal(set) var count = 0
     /// The kernels attention runs (tests set each supported level).
     var kernelLevel = KernelLevel.selected
-    /// Experiment: values rotated per head by a Hadamard matrix before quantization (see docs/KV.md).
+    /// Values rotated per head by a Hadamard matrix before quantization (`KVCacheConfiguration.valueHadamard`).
     let valueHadamard: Bool
 
     let layout: KIVILayout
@@ -144,7 +144,7 @@ public final class KIVICache: KVCache {
         layout = l
         layers = (0..<geometry.layers).map { _ in Layer(l) }
         let hd = geometry.headDim
-        valueHadamard = configuration.valueHadamard == true && hd > 0 && hd & (hd - 1) == 0 && l.valueGroup <= hd && hd % l.valueGroup == 0
+        valueHadamard = configuration.resolvedValueHadamard && hd > 0 && hd & (hd - 1) == 0 && l.valueGroup <= hd && hd % l.valueGroup == 0
         rotation = configuration.quantizesKeysBeforeRoPE && geometry.ropeDims > 0
             ? KeyRotation(ropeDims: geometry.ropeDims, base: geometry.ropeBase, group: l.group, groups: l.packedCapacity / l.group, sink: l.sink) : nil
     }

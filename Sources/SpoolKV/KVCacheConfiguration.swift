@@ -46,11 +46,14 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     public var keyClip: Int? = nil
     /// The same for value groups.
     public var valueClip: Int? = nil
-    /// KIVI experiment: rotate each head's values by an orthonormal Hadamard matrix before
-    /// quantizing (QuaRot-style; spreads outlier channels over the per-token group), rotating the
-    /// dequantized values back in attention. Needs a power-of-2 head size and value groups within a
-    /// head; otherwise ignored. nil: off.
+    /// KIVI: rotate each head's values by an orthonormal Hadamard matrix before quantizing
+    /// (QuaRot-style; spreads outlier channels over the per-token group), rotating the mixed
+    /// values back in attention. Needs a power-of-2 head size and value groups within a head;
+    /// otherwise ignored. nil: on for 2-bit values, where it measured better (docs/KV.md: 10
+    /// chunks 27.38 -> 26.93, 40 chunks 24.36 -> 23.81), off at 4 and 8 bits (the extra work buys
+    /// little there).
     public var valueHadamard: Bool? = nil
+    public var resolvedValueHadamard: Bool { valueHadamard ?? ((valueBits ?? bits) == 2) }
 
     /// KIVI pre-RoPE keys: in every key group, the rotary pairs (two channels each) of each head
     /// with the widest ranges are stored with 4-bit codes instead of `bits` (a dense-and-sparse

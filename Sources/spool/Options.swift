@@ -84,8 +84,9 @@ struct KVOptions: ParsableArguments {
     var valueClip: Int?
     @Option(name: .customLong("kv-layer-bits"), help: "Per-layer KV storage overriding --kv-bits, e.g. 0-1:4,29:16.")
     var layerBits: String?
-    @Flag(name: .customLong("kv-value-hadamard"), help: "KIVI experiment: Hadamard-rotate each head's values before quantizing.")
-    var valueHadamard = false
+    @Flag(name: .customLong("kv-value-hadamard"), inversion: .prefixedNo,
+          help: "KIVI: Hadamard-rotate each head's values before quantizing (default: on at 2-bit values).")
+    var valueHadamard: Bool? = nil
 
     enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
@@ -98,7 +99,7 @@ struct KVOptions: ParsableArguments {
         c.valueClip = valueClip
         c.keyOutlierPairs = keyOutliers
         c.keyDroppedPairs = keyDropped
-        c.valueHadamard = valueHadamard ? true : nil
+        c.valueHadamard = valueHadamard
         c.layerBits = layerBits.flatMap { try? KVCacheConfiguration.parseLayerBits($0) }
         return c
     }

@@ -58,12 +58,13 @@ final class KIVICacheTests: XCTestCase {
         g.ropeDims = 64
         g.capacity = 512
         let data = AttentionData(geometry: g, tokens: 400, seed: 17)
-        var hadamard = KVCacheConfiguration(bits: 2)
-        hadamard.valueHadamard = true
-        for (level, config) in KernelLevel.supported.map({ ($0, KVCacheConfiguration(bits: 2)) }) + [(.selected, hadamard)] {
+        // The 2-bit default rotates values (mixed rotated, rotated back once per part); also without.
+        var plain = KVCacheConfiguration(bits: 2)
+        plain.valueHadamard = false
+        for (level, config) in KernelLevel.supported.map({ ($0, KVCacheConfiguration(bits: 2)) }) + [(.selected, plain)] {
             let batch = try KIVICache(geometry: g, configuration: config)
             let stepwise = try KIVICache(geometry: g, configuration: config)
-            XCTAssertEqual(stepwise.valueHadamard, config.valueHadamard == true)
+            XCTAssertEqual(stepwise.valueHadamard, config.valueHadamard != false)
             batch.kernelLevel = level
             stepwise.kernelLevel = level
             let all = try storeAndAttend(batch, data, from: 0, to: 380, pool: pool)
@@ -320,6 +321,16 @@ final class KIVICacheTests: XCTestCase {
         XCTAssertEqual(KVCacheConfiguration(bits: 4).resolvedValueGroup(kvDim: 192), 32)
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
+    }
+
+    func testValueHadamardDefaultsOnForTwoBitValuesOnly() {
+        XCTAssertTrue(KVCacheConfiguration(bits: 2).resolvedValueHadamard)
+        XCTAssertFalse(KVCacheConfiguration(bits: 4).resolvedValueHadamard)
+        XCTAssertFalse(KVCacheConfiguration(bits: 2, valueBits: 8).resolvedValueHadamard)
+        XCTAssertTrue(KVCacheConfiguration(bits: 4, valueBits: 2).resolvedValueHadamard)
+        var off = KVCacheConfiguration(bits: 2)
+        off.valueHadamard = false
+        XCTAssertFalse(off.resolvedValueHadamard)
     }
 
     func testMemoryAtContext2048() throws {

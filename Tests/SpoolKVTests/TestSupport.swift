@@ -19,7 +19,10 @@ let MAX_ATTENTION_RMS_ERROR: [Int: Float] = [
     16: 5e-4,   // measured 2.1e-4
     8: 1e-2,    // measured 3.7e-3
     4: 0.1,     // measured 0.064
-    2: 0.45,    // measured 0.33
+    // measured 0.33 with plain values, 0.48 with the default Hadamard-rotated values: these values
+    // are uniform, min-max 2-bit rounding's best case, and the rotation makes them Gaussian, whose
+    // range over 64 channels is wider (real values have outlier channels, where it helps).
+    2: 0.55,
 ]
 
 /// Keys and values shaped like real ones: every channel has its own offset and scale (keys have a
