@@ -76,28 +76,18 @@ extension Kernels {
     /// Attention for `tokens` (a range of the batch's tokens) and the query heads in `a.heads`.
     public static func attendKVHead(_ a: AttentionHeadArgs, tokens: Range<Int>, level: KernelLevel = .selected) {
         guard !tokens.isEmpty, !a.heads.isEmpty else { return }
+        #if arch(x86_64)
+        if level.resolved.usesAVX2 && tokens.count * a.heads.count <= 4 {
+            attendFewQueries(a, tokens: tokens, level: level)
+            return
+        }
+        #endif
         let n = a.start + tokens.upperBound, w = AttentionHeadArgs.panelWidth(n)
         let floats = a.headDim * w + n * a.headDim + w + a.headDim
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
         defer { buffer.deallocate() }
         let kt = buffer, v = kt + a.headDim * w, scores = v + n * a.headDim, q = scores + w
         #if arch(x86_64)
-        // Few queries (decode): keys as plain f32 rows and one dot product per row.
-        if level.resolved.usesAVX2 && tokens.count * a.heads.count <= 4 {
-            AttentionAVX2.fillPanels(keys: a.keys, values: a.values, half: a.half, rowStride: a.rowStride, offset: a.headOffset,
-                                     dim: a.headDim, n: n, width: w, kt: kt, v: v, transposeKeys: false)
-            for t in tokens {
-                for h in a.heads {
-                    AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * a.headDim, dim: a.headDim, half: a.half, into: q)
-                    let nt = a.start + t + 1
-                    Kernels.dotRows(q, kt, stride: a.headDim, count: nt, dim: a.headDim, scale: a.scale, into: scores, level: level)
-                    Kernels.softmax(scores, n: nt, level: level)
-                    Kernels.weightedSum(scores, v, stride: a.headDim, count: nt, dim: a.headDim,
-                                        into: a.output + t * a.queryStride + h * a.headDim, level: level)
-                }
-            }
-            return
-        }
         if level.resolved.usesAVX2 {
             AttentionAVX2.fillPanels(keys: a.keys, values: a.values, half: a.half, rowStride: a.rowStride, offset: a.headOffset,
                                      dim: a.headDim, n: n, width: w, kt: kt, v: v)
@@ -139,6 +129,68 @@ extension Kernels {
             }
         }
     }
+
+    #if arch(x86_64)
+    /// Few queries (decode): keys and values converted to f32 a tile of `decodeTile` rows at a time
+    /// into L1 and used there by every query of the call, instead of a whole-context f32 copy that
+    /// is written out and read back (12% of a 1-thread tg256 went to that copy's stores).
+    static func attendFewQueries(_ a: AttentionHeadArgs, tokens: Range<Int>, level: KernelLevel) {
+        let tile = decodeTile, dim = a.headDim, heads = a.heads.count
+        let n = a.start + tokens.upperBound
+        let queries = tokens.count * heads
+        let floats = 2 * tile * dim + queries * (n + 2 * dim)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: floats) { buf in
+            let kt = buf.baseAddress!, v = kt + tile * dim
+            let scores = v + tile * dim            // (queries, n)
+            let q = scores + queries * n           // (queries, dim)
+            let part = q + queries * dim           // (dim)
+            @inline(__always) func query(_ i: Int) -> (t: Int, h: Int) { (tokens.lowerBound + i / heads, a.heads.lowerBound + i % heads) }
+            for i in 0..<queries {
+                let (t, h) = query(i)
+                AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * dim, dim: dim, half: a.half, into: q + i * dim)
+            }
+            var j0 = 0
+            while j0 < n {
+                let m = min(tile, n - j0)
+                AttentionAVX2.fillPanels(keys: a.keys + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
+                                         rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: kt, v: v,
+                                         transposeKeys: false, keysOnly: true)
+                for i in 0..<queries {
+                    let nt = a.start + query(i).t + 1
+                    if j0 < nt {
+                        Kernels.dotRows(q + i * dim, kt, stride: dim, count: min(m, nt - j0), dim: dim, scale: a.scale,
+                                        into: scores + i * n + j0, level: level)
+                    }
+                }
+                j0 += m
+            }
+            for i in 0..<queries {
+                let (t, h) = query(i)
+                Kernels.softmax(scores + i * n, n: a.start + t + 1, level: level)
+                (a.output + t * a.queryStride + h * dim).initialize(repeating: 0, count: dim)
+            }
+            j0 = 0
+            while j0 < n {
+                let m = min(tile, n - j0)
+                AttentionAVX2.fillPanels(keys: a.values + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
+                                         rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: v, v: v,
+                                         transposeKeys: false, keysOnly: true)
+                for i in 0..<queries {
+                    let (t, h) = query(i)
+                    let nt = a.start + t + 1
+                    guard j0 < nt else { continue }
+                    Kernels.weightedSum(scores + i * n + j0, v, stride: dim, count: min(m, nt - j0), dim: dim, into: part, level: level)
+                    let out = a.output + t * a.queryStride + h * dim
+                    for d in 0..<dim { out[d] += part[d] }
+                }
+                j0 += m
+            }
+        }
+    }
+
+    /// Rows per converted tile of `attendFewQueries`: 32 rows of 64 f32 are 8 KB, K and V tiles 16 KB.
+    static let decodeTile = 32
+    #endif
 }
 
 extension AttentionGeneric {
@@ -159,4 +211,5 @@ extension AttentionGeneric {
             j += 16
         }
     }
+
 }

@@ -90,18 +90,19 @@ extension AttentionAVX2 {
     /// With `transposeKeys` false, kt gets the keys as (n, dim) rows instead (decode: one query
     /// per head does not repay the transposition).
     @inline(never)
+    /// `keysOnly`: with `transposeKeys` false, convert only `keys` (rows into kt); `values` is not read.
     public static func fillPanels(keys: UnsafeRawPointer, values: UnsafeRawPointer, half: Bool, rowStride: Int, offset: Int,
                                   dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                                  transposeKeys: Bool = true) {
+                                  transposeKeys: Bool = true, keysOnly: Bool = false) {
         if !transposeKeys {
             for j in 0..<n {
                 let e = j * rowStride + offset
                 if half {
                     convert(keys + 2 * e, dim, into: kt + j * dim)
-                    convert(values + 2 * e, dim, into: v + j * dim)
+                    if !keysOnly { convert(values + 2 * e, dim, into: v + j * dim) }
                 } else {
                     (kt + j * dim).update(from: (keys + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
-                    (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+                    if !keysOnly { (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim) }
                 }
             }
             return

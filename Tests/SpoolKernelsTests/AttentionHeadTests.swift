@@ -10,8 +10,10 @@ let MAX_ATTENTION_HEAD_REL_ERROR: Float = 2e-6
 final class AttentionHeadTests: XCTestCase {
     func testAttendKVHeadMatchesReference() {
         var rng = TestRandom(seed: 11)
-        // (kvHeads, group, headDim, start, tokens): decode, prefill, and a continued prefill past 64 keys.
-        for (kvHeads, group, headDim, start, tokens) in [(3, 3, 64, 0, 1), (3, 3, 64, 40, 1), (2, 2, 32, 0, 37), (1, 4, 48, 70, 5), (3, 3, 64, 5, 70)] {
+        // (kvHeads, group, headDim, start, tokens): decode (keys over several 32-row tiles, and two
+        // tokens whose windows end in different tiles), prefill, and a continued prefill past 64 keys.
+        for (kvHeads, group, headDim, start, tokens) in [(3, 3, 64, 0, 1), (3, 3, 64, 40, 1), (3, 3, 64, 100, 1), (1, 2, 64, 63, 2),
+                                                         (2, 2, 32, 0, 37), (1, 4, 48, 70, 5), (3, 3, 64, 5, 70)] {
             let kvDim = kvHeads * headDim, n = start + tokens, heads = kvHeads * group
             let k = rng.floats(n * kvDim, -2, 2), v = rng.floats(n * kvDim, -1, 1)
             let q = rng.floats(tokens * heads * headDim, -2, 2)

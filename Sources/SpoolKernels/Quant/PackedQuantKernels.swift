@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 #if arch(x86_64)
 import SpoolKernelsAVX2
 import SpoolKernelsAVX512
@@ -26,10 +29,18 @@ extension Kernels {
     /// pads a partial one with zero rows), about 4 tasks per thread; for decode `rowsPerChunk`.
     /// Interleaved matrices (`panels`) always split at whole panels.
     public static func packedRowsPerChunk(_ rows: Int, tokens: Int, threads: Int, panels: Bool = false) -> Int {
-        if panels { return max(PackedPanels.rows, (rows / (threads * 4) + PackedPanels.rows - 1) / PackedPanels.rows * PackedPanels.rows) }
+        if panels {
+            let per = tokens >= 4 ? 4 : panelTasksPerThread
+            return max(PackedPanels.rows, (rows / (threads * per) + PackedPanels.rows - 1) / PackedPanels.rows * PackedPanels.rows)
+        }
         guard tokens >= 4 else { return rowsPerChunk(rows, threads: threads) }
         return max(16, (rows / (threads * 4) + 15) & ~15)
     }
+
+    static let panelTasksPerThread: Int = {
+        guard let v = getenv("SPOOL_TPT") else { return 4 }
+        return max(1, Int(String(cString: v)) ?? 4)
+    }()
 
     /// One block of y: rows `rowRange`, tokens `tokenRange`, at `level` (already resolved).
     public static func packedMatmulBlock(
