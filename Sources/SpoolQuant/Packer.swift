@@ -23,6 +23,18 @@ public struct PackOptions: Sendable {
     public var sequenceLength: Int
     /// Seed of the incoherence rotation (`--rotate`, see LlamaRotation); nil: weights as in the source.
     public var rotationSeed: UInt64? = nil
+    /// GPTQ damping of the LM head alone (nil: `gptq.damping`). When the head is tied, the same rows
+    /// are also the input embedding, whose lookups want plain weight accuracy rather than accuracy
+    /// on the head's input directions: more damping moves the head's GPTQ towards that (λ → ∞ is
+    /// round-to-nearest). See docs/QUANT.md for why one uniform λ is the right form.
+    public var headDamping: Float? = nil
+
+    /// The GPTQ options of the LM head.
+    var headGPTQ: GPTQOptions {
+        var o = gptq
+        if let headDamping { o.damping = headDamping }
+        return o
+    }
 
     public init(spec: QuantSpec, method: PackMethod, keep: [String: Int] = [:], gptq: GPTQOptions = GPTQOptions(), sequenceLength: Int = 512) {
         self.spec = spec
@@ -314,7 +326,7 @@ public final class Packer {
         }
         hidden = []
         func head(_ name: String, _ w: DenseWeight, bits: Int) throws -> [UInt8] {
-            let factor = try headHessian.map { try GPTQ.factor(hessian: $0, cols: c.dim, options: options.gptq, name: name) }
+            let factor = try headHessian.map { try GPTQ.factor(hessian: $0, cols: c.dim, options: options.headGPTQ, name: name) }
             let r = try encode(name, w, bits: bits, hessian: headHessian, factor: bits == QuantLayout.floatBits ? nil : factor)
             log(String(format: "%@: %d-bit%@, relative %@ error %.2e", name, bits, headHessian == nil ? "" : " GPTQ as LM head",
                        headHessian == nil ? "weight" : "output", r.error))

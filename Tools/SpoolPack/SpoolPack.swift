@@ -57,6 +57,9 @@ struct SpoolPack: ParsableCommand {
     @Option(help: "GPTQ damping as a fraction of the mean Hessian diagonal.")
     var damp: Float = 0.01
 
+    @Option(name: .customLong("head-damp"), help: "GPTQ damping of the LM head only (default: --damp). A tied head is also the input embedding; more damping favours its plain weight error.")
+    var headDamp: Float?
+
     @Option(name: .shortAndLong, help: "Worker threads (default: all cores).")
     var threads: Int?
 
@@ -70,6 +73,8 @@ struct SpoolPack: ParsableCommand {
         do { _ = try QuantSpec(bits: bits, group: group) } catch { throw ValidationError(error.description) }
         if calibTokens < 1 { throw ValidationError("--calib-tokens must be positive") }
         if seqLen < 8 { throw ValidationError("--seq-len must be at least 8") }
+        if !(damp >= 0 && damp.isFinite) { throw ValidationError("--damp must be a non-negative number") }
+        if let headDamp, !(headDamp >= 0 && headDamp.isFinite) { throw ValidationError("--head-damp must be a non-negative number") }
         _ = try parseKeep()
         try allocation.validate()
     }
@@ -107,6 +112,7 @@ struct SpoolPack: ParsableCommand {
                                   gptq: GPTQOptions(damping: damp, actOrder: actOrder, weightedGrid: !unweightedGrid), sequenceLength: seqLen)
         options.keepGroup = keepItems.groups
         options.rotationSeed = rotate ? rotateSeed : nil
+        options.headDamping = headDamp
         var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
