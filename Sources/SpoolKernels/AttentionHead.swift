@@ -1,3 +1,4 @@
+import CSpoolSys
 #if arch(x86_64)
 import SpoolKernelsAVX2
 import SpoolKernelsAVX512
@@ -145,6 +146,19 @@ extension Kernels {
             let q = scores + queries * n           // (queries, dim)
             let part = q + queries * dim           // (dim)
             @inline(__always) func query(_ i: Int) -> (t: Int, h: Int) { (tokens.lowerBound + i / heads, a.heads.lowerBound + i % heads) }
+            // The cache rows of one head are strided (a row holds every KV head) and decode has
+            // streamed the weights through the caches since this layer's last step, so they come
+            // from DRAM: request the next tile's rows while the current one is converted.
+            let elementBytes = a.half ? 2 : 4, headBytes = dim * elementBytes
+            @inline(__always) func prefetchTile(_ base: UnsafeRawPointer, _ from: Int) {
+                guard from < n else { return }
+                for j in from..<min(n, from + tile) {
+                    let row = base + (j * a.rowStride + a.headOffset) * elementBytes
+                    var o = 0
+                    while o < headBytes { spool_prefetch(row + o); o += 64 }
+                }
+            }
+            prefetchTile(a.keys, 0)
             for i in 0..<queries {
                 let (t, h) = query(i)
                 AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * dim, dim: dim, half: a.half, into: q + i * dim)
@@ -152,6 +166,7 @@ extension Kernels {
             var j0 = 0
             while j0 < n {
                 let m = min(tile, n - j0)
+                if j0 + tile < n { prefetchTile(a.keys, j0 + tile) } else { prefetchTile(a.values, 0) }
                 AttentionAVX2.fillPanels(keys: a.keys + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
                                          rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: kt, v: v,
                                          transposeKeys: false, keysOnly: true)
@@ -172,6 +187,7 @@ extension Kernels {
             j0 = 0
             while j0 < n {
                 let m = min(tile, n - j0)
+                prefetchTile(a.values, j0 + tile)
                 AttentionAVX2.fillPanels(keys: a.values + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
                                          rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: v, v: v,
                                          transposeKeys: false, keysOnly: true)
