@@ -84,14 +84,22 @@ final class GPTQTests: XCTestCase {
         return e
     }
 
-    func testGPTQBeatsRTNOnOutputErrorWithCorrelatedInputs() throws {
-        let pool = ThreadPool(threads: 2)
+    /// A random (32, 128) weight and the Hessian of 512 correlated inputs (`correlatedInputs` with
+    /// `seed`, the weight from `seed + 1`).
+    static func correlatedProblem(seed: UInt64, pool: ThreadPool)
+        -> (w: [Float], x: [Float], acc: HessianAccumulator, rows: Int, cols: Int, tokens: Int) {
         let rows = 32, cols = 128, tokens = 512
-        let x = Self.correlatedInputs(tokens: tokens, cols: cols, seed: 11)
-        var g = LCG(s: 12)
+        let x = correlatedInputs(tokens: tokens, cols: cols, seed: seed)
+        var g = LCG(s: seed + 1)
         let w = (0..<(rows * cols)).map { _ in g.next() }
         let acc = HessianAccumulator(cols: cols)
         acc.add(x, tokens: tokens, pool: pool)
+        return (w, x, acc, rows, cols, tokens)
+    }
+
+    func testGPTQBeatsRTNOnOutputErrorWithCorrelatedInputs() throws {
+        let pool = ThreadPool(threads: 2)
+        let (w, x, acc, rows, cols, tokens) = Self.correlatedProblem(seed: 11, pool: pool)
         for bits in [2, 3, 4] {
             let spec = try QuantSpec(bits: bits, group: 32)
             let rtn = try RTN.quantize(w, rows: rows, cols: cols, spec: spec).dequantized()

@@ -18,12 +18,7 @@ final class HeadDampingTests: XCTestCase {
     /// lookup sees). Both directions must hold, by a clear margin, on correlated inputs.
     func testDampingTradesOutputErrorForWeightError() throws {
         let pool = ThreadPool(threads: 2)
-        let rows = 32, cols = 128, tokens = 512
-        let x = GPTQTests.correlatedInputs(tokens: tokens, cols: cols, seed: 21)
-        var g = LCG(s: 22)
-        let w = (0..<(rows * cols)).map { _ in g.next() }
-        let acc = HessianAccumulator(cols: cols)
-        acc.add(x, tokens: tokens, pool: pool)
+        let (w, _, acc, rows, cols, _) = GPTQTests.correlatedProblem(seed: 21, pool: pool)
         for bits in [3, 4] {
             let spec = try QuantSpec(bits: bits, group: 64)
             func run(_ damping: Float) throws -> (output: Double, weight: Double) {
