@@ -163,13 +163,21 @@ extension Kernels {
                 let (t, h) = query(i)
                 AttentionAVX2.prepareQuery(a.queries + t * a.queryStride + h * dim, dim: dim, half: a.half, into: q + i * dim)
             }
-            var j0 = 0
-            while j0 < n {
-                let m = min(tile, n - j0)
-                if j0 + tile < n { prefetchTile(a.keys, j0 + tile) } else { prefetchTile(a.values, 0) }
-                AttentionAVX2.fillPanels(keys: a.keys + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
-                                         rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: kt, v: v,
-                                         transposeKeys: false, keysOnly: true)
+            /// Converts `cache` (K or V) a tile at a time into `into`, prefetching the next tile (then
+            /// the first rows of `next`), and hands each tile (first row, rows) to `body`.
+            @inline(__always) func tiles(_ cache: UnsafeRawPointer, into: UnsafeMutablePointer<Float>, next: UnsafeRawPointer?,
+                                         _ body: (Int, Int) -> Void) {
+                var j0 = 0
+                while j0 < n {
+                    let m = min(tile, n - j0)
+                    if j0 + tile < n { prefetchTile(cache, j0 + tile) } else if let next { prefetchTile(next, 0) }
+                    AttentionAVX2.convertRows(cache + j0 * a.rowStride * elementBytes, half: a.half, rowStride: a.rowStride,
+                                              offset: a.headOffset, dim: dim, n: m, into: into)
+                    body(j0, m)
+                    j0 += m
+                }
+            }
+            tiles(a.keys, into: kt, next: a.values) { j0, m in
                 for i in 0..<queries {
                     let nt = a.start + query(i).t + 1
                     if j0 < nt {
@@ -177,20 +185,13 @@ extension Kernels {
                                         into: scores + i * n + j0, level: level)
                     }
                 }
-                j0 += m
             }
             for i in 0..<queries {
                 let (t, h) = query(i)
                 Kernels.softmax(scores + i * n, n: a.start + t + 1, level: level)
                 (a.output + t * a.queryStride + h * dim).initialize(repeating: 0, count: dim)
             }
-            j0 = 0
-            while j0 < n {
-                let m = min(tile, n - j0)
-                prefetchTile(a.values, j0 + tile)
-                AttentionAVX2.fillPanels(keys: a.values + j0 * a.rowStride * (a.half ? 2 : 4), values: a.values, half: a.half,
-                                         rowStride: a.rowStride, offset: a.headOffset, dim: dim, n: m, width: m, kt: v, v: v,
-                                         transposeKeys: false, keysOnly: true)
+            tiles(a.values, into: v, next: nil) { j0, m in
                 for i in 0..<queries {
                     let (t, h) = query(i)
                     let nt = a.start + t + 1
@@ -199,7 +200,6 @@ extension Kernels {
                     let out = a.output + t * a.queryStride + h * dim
                     for d in 0..<dim { out[d] += part[d] }
                 }
-                j0 += m
             }
         }
     }

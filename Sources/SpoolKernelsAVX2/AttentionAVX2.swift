@@ -87,26 +87,9 @@ public enum AttentionAVX2 {
 extension AttentionAVX2 {
     /// kt (dim, width): keys 0..<n transposed, zero past n; v (n, dim): values as f32 rows.
     /// Row j of the cache starts at element j * rowStride + offset; `half` means f16 bit patterns.
-    /// With `transposeKeys` false, kt gets the keys as (n, dim) rows instead (decode: one query
-    /// per head does not repay the transposition).
     @inline(never)
-    /// `keysOnly`: with `transposeKeys` false, convert only `keys` (rows into kt); `values` is not read.
     public static func fillPanels(keys: UnsafeRawPointer, values: UnsafeRawPointer, half: Bool, rowStride: Int, offset: Int,
-                                  dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                                  transposeKeys: Bool = true, keysOnly: Bool = false) {
-        if !transposeKeys {
-            for j in 0..<n {
-                let e = j * rowStride + offset
-                if half {
-                    convert(keys + 2 * e, dim, into: kt + j * dim)
-                    if !keysOnly { convert(values + 2 * e, dim, into: v + j * dim) }
-                } else {
-                    (kt + j * dim).update(from: (keys + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
-                    if !keysOnly { (v + j * dim).update(from: (values + 4 * e).assumingMemoryBound(to: Float.self), count: dim) }
-                }
-            }
-            return
-        }
+                                  dim: Int, n: Int, width: Int, kt: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: dim) { row in
             let r = row.baseAddress!
             for j in 0..<n {
@@ -122,6 +105,22 @@ extension AttentionAVX2 {
             }
         }
         if n < width { for d in 0..<dim { (kt + d * width + n).initialize(repeating: 0, count: width - n) } }
+    }
+
+    /// out (n, dim): cache rows 0..<n as f32 (row j at element j * rowStride + offset of `rows`,
+    /// f16 bit patterns when `half`). Decode converts K and V tiles with it: one query per head
+    /// does not repay fillPanels' transposition.
+    @inline(never)
+    public static func convertRows(_ rows: UnsafeRawPointer, half: Bool, rowStride: Int, offset: Int, dim: Int, n: Int,
+                                   into out: UnsafeMutablePointer<Float>) {
+        for j in 0..<n {
+            let e = j * rowStride + offset
+            if half {
+                convert(rows + 2 * e, dim, into: out + j * dim)
+            } else {
+                (out + j * dim).update(from: (rows + 4 * e).assumingMemoryBound(to: Float.self), count: dim)
+            }
+        }
     }
 
     /// dim f16 values to floats, 8 at a time.

@@ -44,8 +44,9 @@ extension Kernels {
         _ w: PackedQuantMatrix, _ x: Q8Activations, into y: UnsafeMutablePointer<Float>,
         rowRange: Range<Int>, tokenRange: Range<Int>, level: KernelLevel
     ) {
+        // (A panel matrix has whole panels, so a block of whole panels has both bounds on a panel.)
         if w.panels && !(level == .avx512vnni && rowRange.lowerBound % PackedPanels.rows == 0
-                         && (rowRange.count % PackedPanels.rows == 0 || rowRange.upperBound == w.rows)) {
+                         && rowRange.upperBound % PackedPanels.rows == 0) {
             // Only the AVX-512 kernels read panels, a whole panel at a time; every other case
             // gathers its rows back into the row layout (correct, not fast).
             let n = rowRange.count
