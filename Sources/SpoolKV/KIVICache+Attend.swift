@@ -72,6 +72,8 @@ extension KIVICache {
         let groupQ: UnsafeMutablePointer<Float>
         let keyTile: UnsafeMutablePointer<Float>, valueTile: UnsafeMutablePointer<Float>
         let rowOffsets: UnsafeMutablePointer<Int32>, rowBits: UnsafeMutablePointer<UInt8>
+        /// Compact grids decoded for one key tile (2, hd) and one value tile (2, G, valueGroups).
+        let keyGrids: UnsafeMutablePointer<UInt16>, valueGrids: UnsafeMutablePointer<UInt16>
         /// The sink rows and the block's f16 rows of one KV head as floats (S, hd) and (floatCapacity, hd).
         let sinkKeys: UnsafeMutablePointer<Float>, sinkValues: UnsafeMutablePointer<Float>
         let floatKeys: UnsafeMutablePointer<Float>, floatValues: UnsafeMutablePointer<Float>
@@ -101,6 +103,7 @@ extension KIVICache {
             groupQ = .allocate(capacity: hd)
             keyTile = .allocate(capacity: hd * l.group); valueTile = .allocate(capacity: hd * l.group)
             rowOffsets = .allocate(capacity: hd); rowBits = .allocate(capacity: hd)
+            keyGrids = .allocate(capacity: 2 * hd); valueGrids = .allocate(capacity: 2 * l.group * l.valueGroups)
             sinkKeys = .allocate(capacity: max(1, l.sink * hd)); sinkValues = .allocate(capacity: max(1, l.sink * hd))
             floatKeys = .allocate(capacity: floatCapacity * hd); floatValues = .allocate(capacity: floatCapacity * hd)
             views = .allocate(capacity: block)
@@ -113,7 +116,7 @@ extension KIVICache {
             scores.deallocate(); partOut.deallocate(); rotatedOut.deallocate(); partMax.deallocate(); partSum.deallocate()
             mergedMax.deallocate(); mergedSum.deallocate(); merged.deallocate()
             naturalQ.deallocate(); tileQ.deallocate(); groupQ.deallocate(); keyTile.deallocate(); valueTile.deallocate()
-            rowOffsets.deallocate(); rowBits.deallocate(); sinkKeys.deallocate(); sinkValues.deallocate()
+            rowOffsets.deallocate(); rowBits.deallocate(); keyGrids.deallocate(); valueGrids.deallocate(); sinkKeys.deallocate(); sinkValues.deallocate()
             floatKeys.deallocate(); floatValues.deallocate(); views.deallocate()
             packedOffset.deallocate(); floatOffset.deallocate(); partLength.deallocate()
         }
@@ -124,6 +127,11 @@ extension KIVICache {
     public func attend(layer li: Int, start: Int, tokens: Int, queries: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard tokens > 0 else { return }
         let g = geometry, hd = g.headDim, heads = g.queryHeads, kvHeads = g.kvHeads, perKV = heads / kvHeads
+        // Groups this layer's store left for the queries to weigh, then the queries' energy.
+        if stagingLayer == li { packPending(start: start, tokens: tokens, queries: queries) } else { packPending() }
+        if layout.queryWeightedPairs {
+            for t in 0..<tokens { addQueryEnergy(queries + t * heads * hd, into: &layers[li].queryEnergy) }
+        }
         let (fk, fv, floatBase) = floatRows(li)
         let ctx = AttendContext(
             layer: layers[li], layerIndex: li, level: kernelLevel, path: KIVITiles.path(kernelLevel, group: group, channels: hd),
@@ -266,9 +274,10 @@ extension KIVICache {
                 let masks = l.keyMasks + 2 * (gi * layout.kvHeads + kvh)
                 layout.keyRows(high: masks[0], zero: masks[1], offsets: s.rowOffsets, bits: s.rowBits)
             }
+            let grids = keyGrids(l, group: gi, head: kvh, bits: s.rowBits, scratch: s.keyGrids)
             let source = KIVITiles.KeySource(
                 codes: l.keyCodes + layout.keyBlock(group: gi, head: kvh), rowOffsets: s.rowOffsets, rowBits: s.rowBits,
-                scales: l.keyScale + gi * d + kvh * hd, zeros: l.keyZero + gi * d + kvh * hd, channels: hd, ropePairs: ropePairs,
+                scales: grids.scales, zeros: grids.zeros, channels: hd, ropePairs: ropePairs,
                 group: G, cos: rotation?.offsetCos ?? s.keyTile, sin: rotation?.offsetSin ?? s.keyTile)
             KIVITiles.keyTile(path, source, into: s.keyTile)
             for lt in 0..<s.count where s.views[lt].groups > gi {
@@ -324,10 +333,11 @@ extension KIVICache {
         }
         for gi in gLo..<gHi {
             let j0 = gi * G
+            let grids = valueGrids(l, group: gi, valueGroups: (kvh * hd / layout.valueGroup)..<((kvh * hd + hd - 1) / layout.valueGroup + 1),
+                                   scratch: s.valueGrids)
             let source = KIVITiles.ValueSource(
                 codes: l.valueCodes + j0 * layout.valueTokenBytes + kvh * hd * layout.valueBits / 8, tokenBytes: layout.valueTokenBytes,
-                bits: layout.valueBits, scales: l.valueScale + j0 * layout.valueGroups + kvh * hd / layout.valueGroup,
-                zeros: l.valueZero + j0 * layout.valueGroups + kvh * hd / layout.valueGroup, groupsPerToken: layout.valueGroups,
+                bits: layout.valueBits, scales: grids.scales, zeros: grids.zeros, groupsPerToken: layout.valueGroups,
                 firstChannel: kvh * hd, channels: hd, valueGroup: layout.valueGroup, tokens: G)
             KIVITiles.valueTile(path, source, into: s.valueTile)
             // Rotated values: H is linear, so sum_m w_m H v_m = H sum_m w_m v_m: mix the rotated
@@ -396,8 +406,9 @@ extension KIVICache {
         return (0..<G).map { i in
             for c in 0..<hd {
                 let (row, bits) = keyCodeRow(l, group: gi, channel: h * hd + c)
-                x[c] = Double(Half.referenceFloat(l.keyScale[gi * d + h * hd + c])) * Double(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
-                    + Double(Half.referenceFloat(l.keyZero[gi * d + h * hd + c]))
+                let grid = keyGrid(l, group: gi, channel: h * hd + c, bits: bits)
+                x[c] = Double(Half.referenceFloat(grid.scale)) * Double(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
+                    + Double(Half.referenceFloat(grid.zero))
             }
             let p = Double(sink + gi * G + i)
             for k in 0..<(rd / 2) {
@@ -435,9 +446,9 @@ extension KIVICache {
         let p = j - sink
         let key = packedKey(l, token: j)
         var value = (0..<d).map { c in
-            let vg = p * layout.valueGroups + c / layout.valueGroup
-            return Half.referenceFloat(l.valueScale[vg]) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: valueBits))
-                + Half.referenceFloat(l.valueZero[vg])
+            let grid = valueGrid(l, packedToken: p, valueGroup: c / layout.valueGroup)
+            return Half.referenceFloat(grid.scale) * Float(KIVIQuant.code(l.valueCodes + p * layout.valueTokenBytes, index: c, bits: valueBits))
+                + Half.referenceFloat(grid.zero)
         }
         if valueHadamard {
             value.withUnsafeMutableBufferPointer { x in

@@ -7,6 +7,8 @@ extension KIVICache {
         }
         let l = layers[li]
         guard start <= l.count else { throw KVCacheError.gap(layer: li, start: start, stored: l.count) }
+        packPending()
+        if start == 0 { l.resetQueryEnergy() }
         if start < l.count { rewind(li, to: start) }
         let d = geometry.kvDim
         let p0 = l.windowStart, end = start + tokens
@@ -27,7 +29,11 @@ extension KIVICache {
         let p1 = windowStart(end)
         var first = max(p0, sink)
         while first < p1 {
-            pack(l, group: (first - sink) / group, keys: sk + (first - p0) * d, values: sv + (first - p0) * d)
+            // With query-weighted pairs the group waits for this layer's attention, which knows
+            // the batch's queries (`packPending`); its f16 rows stay in staging until then.
+            if layout.queryWeightedPairs { pendingGroups.append(first) } else {
+                pack(l, group: (first - sink) / group, keys: sk + (first - p0) * d, values: sv + (first - p0) * d)
+            }
             first += group
         }
         l.windowKeys.update(from: sk + (p1 - p0) * d, count: (end - p1) * d)
@@ -39,6 +45,7 @@ extension KIVICache {
     }
 
     public func commit(upTo count: Int) {
+        packPending()
         self.count = min(max(0, count), geometry.capacity)
         stagingLayer = -1
         // A prefill batch grew the staging rows; give them back so that between passes the cache
@@ -47,7 +54,9 @@ extension KIVICache {
     }
 
     public func truncate(to count: Int) {
+        packPending()
         let n = max(0, count)
+        if n == 0 { for l in layers { l.resetQueryEnergy() } }
         for li in layers.indices where layers[li].count > n { rewind(li, to: n) }
         self.count = min(self.count, n)
         stagingLayer = -1
@@ -74,8 +83,47 @@ extension KIVICache {
         l.count = n
     }
 
+    /// Packs the groups `store` left pending (`layout.queryWeightedPairs`), in order. Attention
+    /// passes its batch's queries: group gi is then weighted by the energy of every query before
+    /// position S + R + gi * G, the token whose store flushes it, which is exactly what the layer
+    /// had seen when token-by-token decoding flushed the group; so batches and single tokens pack
+    /// the same bits. Called without a batch (a store, commit or truncate that no attention
+    /// preceded) it packs with the energy seen so far.
+    func packPending(start: Int = 0, tokens: Int = 0, queries: UnsafePointer<Float>? = nil) {
+        guard !pendingGroups.isEmpty else { return }
+        defer { pendingGroups.removeAll(keepingCapacity: true) }
+        guard stagingLayer >= 0, let sk = stagingKeys, let sv = stagingValues else { return }
+        let l = layers[stagingLayer], d = geometry.kvDim
+        let n = layout.kvHeads * layout.orderedPairs
+        var energy = l.queryEnergy
+        var t = 0
+        for first in pendingGroups {
+            let gi = (first - sink) / group, flush = sink + residual + gi * group
+            if let queries {
+                while t < tokens && start + t < flush { addQueryEnergy(queries + t * geometry.queryHeads * geometry.headDim, into: &energy); t += 1 }
+            }
+            energy.withUnsafeBufferPointer { e in
+                pack(l, group: gi, keys: sk + (first - stagingBase) * d, values: sv + (first - stagingBase) * d, energy: n > 0 ? e.baseAddress : nil)
+            }
+        }
+    }
+
+    /// Adds one token's query energy per KV head and rotary pair, summed over the query heads
+    /// that share the KV head: |q_pair|^2, which RoPE leaves unchanged.
+    @inline(__always)
+    func addQueryEnergy(_ q: UnsafePointer<Float>, into energy: inout [Double]) {
+        let np = layout.orderedPairs, hd = geometry.headDim, perKV = geometry.queryHeads / geometry.kvHeads
+        guard np > 0 else { return }
+        for h in 0..<geometry.queryHeads {
+            let kvh = h / perKV, row = q + h * hd
+            for i in 0..<np { energy[kvh * np + i] += Double(row[2 * i] * row[2 * i] + row[2 * i + 1] * row[2 * i + 1]) }
+        }
+    }
+
     /// Quantizes G tokens (rows of kvDim f16 keys and values) as packed group `gi` (tokens S + gi * G...).
-    func pack(_ l: Layer, group gi: Int, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>) {
+    /// `energy` (kvHeads, pairs): query energy per rotary pair, which weighs the pairs' widths
+    /// when choosing the 4-bit and the dropped ones (nil or all zero: widths alone).
+    func pack(_ l: Layer, group gi: Int, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>, energy: UnsafePointer<Double>? = nil) {
         let d = geometry.kvDim, g = group
         // Pre-RoPE keys: rotate the group's keys back by their positions first.
         var unrotated: [Float] = []
@@ -99,7 +147,11 @@ extension KIVICache {
                     for t in 0..<g { let x = key(t, h * hd + c); lo = min(lo, x); hi = max(hi, x) }
                     return hi - lo
                 }
-                let spread: [Float] = (0..<np).map { i in width[2 * i] * width[2 * i] + width[2 * i + 1] * width[2 * i + 1] }
+                var spread: [Float] = (0..<np).map { i in width[2 * i] * width[2 * i] + width[2 * i + 1] * width[2 * i + 1] }
+                if let energy, (0..<np).contains(where: { energy[h * np + $0] > 0 }) {
+                    // A pair's rounding error reaches the scores scaled by the queries it meets.
+                    for i in 0..<np { spread[i] *= Float(Self.queryWeight(energy[h * np + i])) }
+                }
                 let byWidth = (0..<np).sorted { spread[$0] != spread[$1] ? spread[$0] > spread[$1] : $0 < $1 }
                 let high = byWidth.prefix(layout.keyHighPairs), zero = byWidth.suffix(layout.keyZeroPairs)
                 let masks = l.keyMasks + 2 * (gi * geometry.kvHeads + h)
@@ -112,34 +164,43 @@ extension KIVICache {
                     rowChannel[2 * k + 1] = 2 * Int(pair) + 1
                 }
             }
+            // Ranges and widths per channel (natural order), then the grids, then the codes.
+            var ranges = [(lo: Float, hi: Float)](repeating: (0, 0), count: hd), widths = [Int](repeating: 0, count: hd)
+            var offsets = [Int](repeating: 0, count: hd)
             for r in 0..<hd {
-                let c = h * hd + rowChannel[r]
+                let cc = rowChannel[r], c = h * hd + cc
                 let (offset, bits) = layout.keyRow(r)
-                let (s, z) = bits == 0 ? KIVIQuant.midpoint(n: g) { key($0, c) }
-                    : KIVIQuant.quantize(n: g, bits: bits, codes: block + offset, clipSteps: configuration.resolvedKeyClip) { key($0, c) }
-                l.keyScale[gi * d + c] = s
-                l.keyZero[gi * d + c] = z
+                ranges[cc] = KIVIQuant.range(n: g, bits: bits, clipSteps: configuration.resolvedKeyClip) { key($0, c) }
+                widths[cc] = bits
+                offsets[cc] = offset
+            }
+            let grids = setKeyGrids(l, group: gi, head: h, ranges: ranges, bits: widths)
+            for cc in 0..<hd where widths[cc] > 0 {
+                let c = h * hd + cc
+                KIVIQuant.encode(n: g, bits: widths[cc], codes: block + offsets[cc], scale: grids[cc].scale, zero: grids[cc].zero) { key($0, c) }
             }
         }
+        // Values: every token of the group (Hadamard-rotated per head when `valueHadamard`), then
+        // per value group the G tokens' ranges, grids and codes.
         let vg = layout.valueGroup, groupBytes = vg * valueBits / 8
-        var rotated = [Float](repeating: 0, count: valueHadamard ? d : 0)
-        for t in 0..<g {
-            let j = gi * g + t
-            let row = values + t * d
-            if valueHadamard {
-                // `valueHadamard`: each head's value rotated by the orthonormal Hadamard matrix.
-                for c in 0..<d { rotated[c] = Half.float(row[c]) }
-                rotated.withUnsafeMutableBufferPointer { x in
-                    for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + h * geometry.headDim, geometry.headDim) }
+        var rows = [Float](repeating: 0, count: g * d)
+        rows.withUnsafeMutableBufferPointer { x in
+            for t in 0..<g {
+                for c in 0..<d { x[t * d + c] = Half.float(values[t * d + c]) }
+                if valueHadamard {
+                    for h in 0..<geometry.kvHeads { Self.hadamard(x.baseAddress! + t * d + h * geometry.headDim, geometry.headDim) }
                 }
             }
-            for k in 0..<layout.valueGroups {
-                let (s, z) = KIVIQuant.quantize(n: vg, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + k * groupBytes,
-                                                clipSteps: configuration.resolvedValueClip) {
-                    valueHadamard ? rotated[k * vg + $0] : Half.float(row[k * vg + $0])
-                }
-                l.valueScale[j * layout.valueGroups + k] = s
-                l.valueZero[j * layout.valueGroups + k] = z
+        }
+        for k in 0..<layout.valueGroups {
+            let ranges = (0..<g).map { t in
+                KIVIQuant.range(n: vg, bits: valueBits, clipSteps: configuration.resolvedValueClip) { rows[t * d + k * vg + $0] }
+            }
+            let grids = setValueGrids(l, group: gi, valueGroup: k, ranges: ranges)
+            for t in 0..<g {
+                let j = gi * g + t
+                KIVIQuant.encode(n: vg, bits: valueBits, codes: l.valueCodes + j * layout.valueTokenBytes + k * groupBytes,
+                                 scale: grids[t].scale, zero: grids[t].zero) { rows[t * d + k * vg + $0] }
             }
         }
     }
@@ -150,9 +211,9 @@ extension KIVICache {
         let j = token - sink
         let key = packedKey(l, token: token)
         var value = (0..<d).map { c in
-            let vg = j * layout.valueGroups + c / layout.valueGroup
+            let grid = valueGrid(l, packedToken: j, valueGroup: c / layout.valueGroup)
             return KIVIQuant.dequantize(l.valueCodes + j * layout.valueTokenBytes, index: c, bits: valueBits,
-                                        scale: l.valueScale[vg], zero: l.valueZero[vg])
+                                        scale: grid.scale, zero: grid.zero)
         }
         if valueHadamard {
             value.withUnsafeMutableBufferPointer { x in
@@ -190,8 +251,9 @@ extension KIVICache {
         let gi = (token - sink) / g, i = (token - sink) % g
         var key = (0..<d).map { c in
             let (row, bits) = keyCodeRow(l, group: gi, channel: c)
-            return Half.referenceFloat(l.keyScale[gi * d + c]) * Float(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
-                + Half.referenceFloat(l.keyZero[gi * d + c])
+            let grid = keyGrid(l, group: gi, channel: c, bits: bits)
+            return Half.referenceFloat(grid.scale) * Float(bits == 0 ? 0 : KIVIQuant.code(row, index: i, bits: bits))
+                + Half.referenceFloat(grid.zero)
         }
         if let rotation {
             key.withUnsafeMutableBufferPointer { x in

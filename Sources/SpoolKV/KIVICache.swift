@@ -50,9 +50,11 @@ import SpoolKernels
 /// - keyCodes  (packed groups, kvHeads, keyHeadBytes): per head, channel rows of G codes: the
 ///   4-bit rows of the widest pairs, then the `bits` rows, in `KIVILayout.pairOrder`
 /// - keyMasks  (groups, kvHeads, 2) UInt64: the widest and the dropped pairs (only with a split)
-/// - keyScale, keyZero  (groups, kvDim) f16
+/// - keyScale, keyZero  (groups, kvDim) f16, or with compact grids keyLimits (groups, kvDim, 2)
+///   Int8, keyShifts (groups, kvDim) 4-bit and keyRef (groups, kvHeads) f16 (`KIVIQuant.compactGrid`)
 /// - valueCodes  (packed tokens, kvDim * bits / 8 bytes), token S first
-/// - valueScale, valueZero  (tokens, kvDim / valueGroup) f16
+/// - valueScale, valueZero  (tokens, kvDim / valueGroup) f16, or with compact grids valueLimits
+///   (tokens, kvDim / valueGroup, 2) Int8 and valueRef (groups, kvDim / valueGroup) f16
 /// - windowKeys, windowValues  (R, kvDim) f16: tokens windowStart..<count
 /// - sinkKeys, sinkValues  (S, kvDim) f16: tokens 0..<S
 public final class KIVICache: KVCache {
@@ -84,38 +86,64 @@ public final class KIVICache: KVCache {
         /// of that head and group has high-precision codes, of the second when it has none (only its
         /// zero, the midpoint of its range). `KIVILayout.pairOrder` gives the order of the rows.
         let keyMasks: UnsafeMutablePointer<UInt64>
+        /// f16 grids (`KIVILayout.compactKeys` false): (groups, kvDim) each.
         let keyScale: UnsafeMutablePointer<UInt16>
         let keyZero: UnsafeMutablePointer<UInt16>
+        /// Compact grids: (groups, kvDim, 2) range ends, (groups, kvHeads) f16 bounds and
+        /// (groups, kvDim) 4-bit shifts, two per byte.
+        let keyLimits: UnsafeMutablePointer<Int8>
+        let keyRef: UnsafeMutablePointer<UInt16>
+        let keyShifts: UnsafeMutablePointer<UInt8>
         let valueCodes: UnsafeMutableRawPointer
+        /// f16 grids (`KIVILayout.compactValues` false): (tokens, valueGroups) each.
         let valueScale: UnsafeMutablePointer<UInt16>
         let valueZero: UnsafeMutablePointer<UInt16>
+        /// Compact grids: (tokens, valueGroups, 2) range ends and (groups, valueGroups) f16 bounds.
+        let valueLimits: UnsafeMutablePointer<Int8>
+        let valueRef: UnsafeMutablePointer<UInt16>
         let windowKeys: UnsafeMutablePointer<UInt16>
         let windowValues: UnsafeMutablePointer<UInt16>
         let sinkKeys: UnsafeMutablePointer<UInt16>
         let sinkValues: UnsafeMutablePointer<UInt16>
         let bytes: Int
+        /// With query-weighted pairs: (kvHeads, pairs) energy of the queries attended so far in
+        /// this sequence (`KIVICache.addQueryEnergy`).
+        var queryEnergy: [Double]
+
+        func resetQueryEnergy() { for i in queryEnergy.indices { queryEnergy[i] = 0 } }
 
         init(_ l: KIVILayout) {
+            queryEnergy = [Double](repeating: 0, count: l.queryWeightedPairs ? l.kvHeads * l.orderedPairs : 0)
             let d = l.kvDim
             let groups = l.packedCapacity / l.group
             keyCodes = .allocate(byteCount: max(1, groups * l.kvHeads * l.keyHeadBytes), alignment: 64)
             keyMasks = .allocate(capacity: max(1, groups * l.kvHeads * 2))
-            keyScale = .allocate(capacity: max(1, groups * d))
-            keyZero = .allocate(capacity: max(1, groups * d))
+            let kf = l.compactKeys ? 0 : groups * d, kc = l.compactKeys ? groups * d : 0
+            keyScale = .allocate(capacity: max(1, kf))
+            keyZero = .allocate(capacity: max(1, kf))
+            keyLimits = .allocate(capacity: max(1, 2 * kc))
+            keyRef = .allocate(capacity: max(1, l.compactKeys ? groups * l.kvHeads : 0))
+            keyShifts = .allocate(capacity: max(1, (kc + 1) / 2))
+            keyShifts.initialize(repeating: 0, count: max(1, (kc + 1) / 2))
             valueCodes = .allocate(byteCount: max(1, l.packedCapacity * l.valueTokenBytes), alignment: 64)
-            valueScale = .allocate(capacity: max(1, l.packedCapacity * l.valueGroups))
-            valueZero = .allocate(capacity: max(1, l.packedCapacity * l.valueGroups))
+            let vf = l.compactValues ? 0 : l.packedCapacity * l.valueGroups, vc = l.compactValues ? l.packedCapacity * l.valueGroups : 0
+            valueScale = .allocate(capacity: max(1, vf))
+            valueZero = .allocate(capacity: max(1, vf))
+            valueLimits = .allocate(capacity: max(1, 2 * vc))
+            valueRef = .allocate(capacity: max(1, l.compactValues ? groups * l.valueGroups : 0))
             windowKeys = .allocate(capacity: l.residual * d)
             windowValues = .allocate(capacity: l.residual * d)
             sinkKeys = .allocate(capacity: max(1, l.sink * d))
             sinkValues = .allocate(capacity: max(1, l.sink * d))
-            bytes = groups * (l.kvHeads * (l.keyHeadBytes + l.maskBytes) + d * 4) + l.packedCapacity * (l.valueTokenBytes + 4 * l.valueGroups)
-                + 2 * (l.residual + l.sink) * d * 2
+            bytes = groups * (l.kvHeads * (l.keyHeadBytes + l.maskBytes) + l.keyGridBytesPerGroup) + l.packedCapacity * l.valueTokenBytes
+                + groups * l.valueGridBytesPerGroup + 2 * (l.residual + l.sink) * d * 2
         }
 
         deinit {
             keyCodes.deallocate(); keyMasks.deallocate(); keyScale.deallocate(); keyZero.deallocate()
+            keyLimits.deallocate(); keyRef.deallocate(); keyShifts.deallocate()
             valueCodes.deallocate(); valueScale.deallocate(); valueZero.deallocate()
+            valueLimits.deallocate(); valueRef.deallocate()
             windowKeys.deallocate(); windowValues.deallocate()
             sinkKeys.deallocate(); sinkValues.deallocate()
         }
@@ -129,6 +157,14 @@ public final class KIVICache: KVCache {
     var stagingCapacity = 0
     var stagingLayer = -1
     var stagingBase = 0
+    /// First tokens of the groups of `stagingLayer` stored but not yet packed (`packPending`).
+    var pendingGroups: [Int] = []
+
+    /// How a pair's query energy E weighs its squared width when choosing the 4-bit and the
+    /// dropped pairs: sqrt(E). E itself measured the same (docs/KV.md: 22.982 vs 22.981 over 40
+    /// chunks); the square root is the milder of the two.
+    @inline(__always)
+    static func queryWeight(_ e: Double) -> Double { e.squareRoot() }
 
     public convenience init(geometry: KVGeometry, configuration: KVCacheConfiguration) throws(KVConfigurationError) {
         try configuration.validate(kvHeads: geometry.kvHeads, headDim: geometry.headDim)
@@ -161,8 +197,8 @@ public final class KIVICache: KVCache {
     /// groups); the residual window adds a fixed 2 * R * kvDim * 2 bytes per layer (`allocatedBytes`).
     public var bytesPerToken: Double {
         let d = Double(geometry.kvDim)
-        let keys = Double(geometry.kvHeads) * Double(layout.keyHeadBytes + layout.maskBytes) / Double(group) + d * 4 / Double(group)
-        let values = d * Double(valueBits) / 8 + Double(layout.valueGroups) * 4
+        let keys = (Double(geometry.kvHeads) * Double(layout.keyHeadBytes + layout.maskBytes) + Double(layout.keyGridBytesPerGroup)) / Double(group)
+        let values = d * Double(valueBits) / 8 + Double(layout.valueGridBytesPerGroup) / Double(group)
         return Double(geometry.layers) * (keys + values)
     }
 
@@ -198,6 +234,15 @@ struct KIVILayout {
     let valueTokenBytes: Int
     /// kvDim / valueGroup: value groups per token.
     let valueGroups: Int
+    /// Whether key and value grids are compact (`KVCacheConfiguration.compactGrids`).
+    let compactKeys: Bool, compactValues: Bool
+    /// Whether the pair split weighs widths by query energy (`KVCacheConfiguration.queryWeightedPairs`).
+    let queryWeightedPairs: Bool
+    /// Bytes of key grids per packed group: an f16 scale and zero per channel, or two bytes and a
+    /// 4-bit shift per channel and an f16 bound per head.
+    var keyGridBytesPerGroup: Int { compactKeys ? 2 * kvDim + (kvDim + 1) / 2 + 2 * kvHeads : 4 * kvDim }
+    /// Bytes of value grids per packed group of G tokens.
+    var valueGridBytesPerGroup: Int { compactValues ? group * 2 * valueGroups + 2 * valueGroups : group * 4 * valueGroups }
 
     init(_ c: KVCacheConfiguration, _ g: KVGeometry) {
         keyBits = c.bits
@@ -218,6 +263,9 @@ struct KIVILayout {
         valueTokenBytes = kvDim * valueBits / 8
         valueGroup = c.resolvedValueGroup(kvDim: g.kvDim)
         valueGroups = kvDim / valueGroup
+        compactKeys = c.resolvedCompactKeyGrids
+        compactValues = c.resolvedCompactValueGrids
+        queryWeightedPairs = orderedPairs > 0 && c.resolvedQueryWeightedPairs
         let cap = max(0, g.capacity)
         packedCapacity = group * ((max(0, cap - c.sink - residual) + group - 1) / group)
     }

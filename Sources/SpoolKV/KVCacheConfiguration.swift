@@ -13,13 +13,12 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     public var group: Int
     /// KIVI residual window: at most this many of the newest tokens stay in f16.
     ///
-    /// Default 32, the smallest the issue allows: with group 32 a 2-bit token costs 3 bits per
-    /// element (2 for the code, 1 for the f16 scale and zero amortized over 32), 0.1875 of f16, and
-    /// each window slot costs a full f16 token, so the window decides how close the cache stays to
-    /// 0.2x of f16 at context 2048. With the default 4 sink tokens and values grouped over 32
-    /// channels: R = 32: 0.202x, R = 64: 0.215x, R = 128: 0.240x (the 2-bit default groups values
-    /// over 64 channels and comes to 0.190x with R = 32). A longer window helps quality less than it costs (2-bit, no sink, 3 chunks
-    /// of wiki.test at context 512: R = 32 28.92, R = 128 27.15, f32 cache 22.21).
+    /// Default 64. Each window slot costs a full f16 token, so the window decides how close the
+    /// cache stays to 0.2x of f16 at context 2048; compact grids (`compactGrids`) pay for 64
+    /// slots with values grouped over 32 channels: 0.193x. The window is worth its memory: 2-bit
+    /// over 40 chunks of wiki.test at context 512 (f16 cache 22.55), with f16 grids R = 32 23.91,
+    /// R = 128 23.08; with compact grids R = 64 and values over 32 channels 23.17, R = 96 and
+    /// values over 64 channels 23.18 (docs/KV.md).
     public var residual: Int
     /// KIVI attention sinks: the first tokens of the context stay in f16 for good.
     ///
@@ -54,6 +53,24 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
     /// little there).
     public var valueHadamard: Bool? = nil
     public var resolvedValueHadamard: Bool { valueHadamard ?? ((valueBits ?? bits) == 2) }
+
+    /// KIVI compact grids: each group's range stored as two signed bytes relative to an f16 bound
+    /// shared by a block of groups, instead of an f16 scale and zero (`KIVIQuant.compactGrid`).
+    /// About halves the cost of the grids (keys: 1 -> 0.57 bits per element at G = 32 with their
+    /// 4-bit shifts; values: 16 -> 8.5 bits per group), which pays for a longer residual window
+    /// and finer value groups within 0.2x of f16. nil: on
+    /// for a 2-bit stream (keys and values decide separately), off at 4 and 8 bits, whose finer
+    /// steps the 8-bit ends would blur.
+    public var compactGrids: Bool? = nil
+    public var resolvedCompactKeyGrids: Bool { compactGrids ?? (bits == 2) }
+    public var resolvedCompactValueGrids: Bool { compactGrids ?? ((valueBits ?? bits) == 2) }
+
+    /// KIVI pre-RoPE keys: choose each group's 4-bit and dropped pairs by their width weighted by
+    /// the energy of the queries the layer has attended so far in the sequence (what a pair's
+    /// rounding error is multiplied by in the scores), instead of by width alone. nil: on
+    /// whenever there is a pair split.
+    public var queryWeightedPairs: Bool? = nil
+    public var resolvedQueryWeightedPairs: Bool { queryWeightedPairs ?? true }
 
     /// KIVI pre-RoPE keys: in every key group, the rotary pairs (two channels each) of each head
     /// with the widest ranges are stored with 4-bit codes instead of `bits` (a dense-and-sparse
@@ -98,10 +115,11 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
         return c
     }
 
-    /// Channels per value group, with nil resolved: 2 * group at 2 bits where that divides the
-    /// key/value width (it pays for the window and the 4-bit key pairs within 0.2x of f16), else group.
+    /// Channels per value group, with nil resolved: 2 * group at 2 bits with f16 grids where that
+    /// divides the key/value width (it pays for the window and the 4-bit key pairs within 0.2x of
+    /// f16), else group (compact grids cost half as much, so values keep the finer groups).
     public func resolvedValueGroup(kvDim: Int) -> Int {
-        valueGroup ?? (bits == 2 && kvDim % (2 * group) == 0 ? 2 * group : group)
+        valueGroup ?? (bits == 2 && !resolvedCompactValueGrids && kvDim % (2 * group) == 0 ? 2 * group : group)
     }
     public var resolvedKeyClip: Int { keyClip ?? 0 }
     public var resolvedValueClip: Int { valueClip ?? 0 }
@@ -111,7 +129,7 @@ public struct KVCacheConfiguration: Sendable, Equatable, Codable {
 
     public static let supportedBits = [2, 4, 8, 16, 32]
 
-    public init(bits: Int = 16, group: Int = 32, residual: Int = 32, sink: Int = 4, valueBits: Int? = nil) {
+    public init(bits: Int = 16, group: Int = 32, residual: Int = 64, sink: Int = 4, valueBits: Int? = nil) {
         self.bits = bits
         self.valueBits = valueBits
         self.group = group

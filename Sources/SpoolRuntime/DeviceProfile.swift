@@ -7,13 +7,14 @@ import SpoolIO
 /// ```json
 /// { "name": "ci-2core", "description": "...", "threads": 2, "numa": "none",
 ///   "io": { "backend": "uring", "prefetchDepth": 2, "queueDepth": 32, "chunkSize": "1M", "preadThreads": 2 },
-///   "memoryBudget": "1G", "kvBits": 16 }
+///   "memoryBudget": "1G", "kvBits": 16, "kvGroup": 32, "kvResidual": 64 }
 /// ```
 /// Unknown keys are refused, so a typo does not silently fall back to a default.
 ///
 /// What acts on each field: `io` and `memoryBudget` feed SpoolIO (`readerOptions()`,
-/// `MemoryPlanner`); `threads` the kernel thread pool. `numa` and `kvBits` are validated and carried
-/// but nothing acts on them yet: they wait for NUMA placement (libnuma) and the KIVI cache.
+/// `MemoryPlanner`); `threads` the kernel thread pool; `kvBits`, `kvGroup` and `kvResidual` the KV
+/// cache where `--kv-bits`, `--kv-group` and `--kv-residual` are not given. `numa` is validated
+/// and carried.
 public struct DeviceProfile: Codable, Equatable, Sendable {
     public enum NUMAPolicy: String, Codable, Sendable, CaseIterable {
         /// Do nothing NUMA-specific (single-node machines).
@@ -48,6 +49,9 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
     public var memoryBudget: String
     /// KV cache precision: 32 (float), 16, 8, 4 or 2 (KIVI).
     public var kvBits: Int
+    /// KIVI group size and residual window (`--kv-group`, `--kv-residual`); nil: the defaults.
+    public var kvGroup: Int? = nil
+    public var kvResidual: Int? = nil
 
     public static let kvBitChoices = [2, 4, 8, 16, 32]
 
@@ -85,7 +89,7 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
 
     // MARK: validation
 
-    static let topKeys: Set<String> = ["name", "description", "threads", "numa", "io", "memoryBudget", "kvBits"]
+    static let topKeys: Set<String> = ["name", "description", "threads", "numa", "io", "memoryBudget", "kvBits", "kvGroup", "kvResidual"]
     static let ioKeys: Set<String> = ["backend", "prefetchDepth", "queueDepth", "chunkSize", "preadThreads"]
 
     /// Every problem with the values, in one list (empty when valid).
@@ -112,6 +116,8 @@ public struct DeviceProfile: Codable, Equatable, Sendable {
             p.append("memoryBudget '\(memoryBudget)' is not a size like 512M or 1.5G")
         }
         if !Self.kvBitChoices.contains(kvBits) { p.append("kvBits \(kvBits) (one of \(Self.kvBitChoices.map(String.init).joined(separator: ", ")))") }
+        if let g = kvGroup, g < 8 || g > 1024 || g % 8 != 0 { p.append("kvGroup \(g) (a multiple of 8, 8...1024)") }
+        if let r = kvResidual, r < (kvGroup ?? 32) || r > 1024 { p.append("kvResidual \(r) (at least kvGroup, \(kvGroup ?? 32) by default, and at most 1024)") }
         return p
     }
 

@@ -37,7 +37,7 @@ struct ModelOptions: ParsableArguments {
     /// The engine options: the profile's values, then the flags over them.
     func engineOptions() throws -> EngineOptions {
         let p = try profile.map { name throws in try DeviceProfile.find(name) }
-        var options = EngineOptions(threads: threads ?? p?.threads, kv: kv.configuration(profileBits: p?.kvBits))
+        var options = EngineOptions(threads: threads ?? p?.threads, kv: kv.configuration(profile: p))
         let budget = try memBudget.map { try ByteSize.parse($0) } ?? p?.memoryBudgetBytes()
         if let budget {
             var s = StreamingOptions(memoryBudget: budget, backend: io ?? p?.ioBackend ?? .uring,
@@ -62,10 +62,10 @@ struct ModelOptions: ParsableArguments {
 struct KVOptions: ParsableArguments {
     @Option(name: .customLong("kv-bits"), help: "KV cache storage: 32 (f32), 16 (f16, llama.cpp's default), or 8, 4, 2 (KIVI).")
     var bits: Int?
-    @Option(name: .customLong("kv-group"), help: "KIVI group size: tokens per key group, channels per value group.")
-    var group = KVCacheConfiguration().group
-    @Option(name: .customLong("kv-residual"), help: "KIVI residual window: newest tokens kept in f16 (at least the group size).")
-    var residual = KVCacheConfiguration().residual
+    @Option(name: .customLong("kv-group"), help: "KIVI group size: tokens per key group, channels per value group (default \(KVCacheConfiguration().group), or the profile's).")
+    var group: Int?
+    @Option(name: .customLong("kv-residual"), help: "KIVI residual window: newest tokens kept in f16, at least the group size (default \(KVCacheConfiguration().residual), or the profile's).")
+    var residual: Int?
     @Option(name: .customLong("kv-sink"), help: "KIVI attention sinks: first tokens of the context kept in f16.")
     var sink = KVCacheConfiguration().sink
     @Option(name: .customLong("kv-value-bits"), help: "KIVI value bits when they differ from --kv-bits (2, 4 or 8).")
@@ -87,12 +87,20 @@ struct KVOptions: ParsableArguments {
     @Flag(name: .customLong("kv-value-hadamard"), inversion: .prefixedNo,
           help: "KIVI: Hadamard-rotate each head's values before quantizing (default: on at 2-bit values).")
     var valueHadamard: Bool? = nil
+    @Flag(name: .customLong("kv-compact-grids"), inversion: .prefixedNo,
+          help: "KIVI: store each group's range as two bytes under a shared f16 bound (default: on at 2 bits).")
+    var compactGrids: Bool? = nil
+    @Flag(name: .customLong("kv-query-weighted-pairs"), inversion: .prefixedNo,
+          help: "KIVI pre-RoPE keys: choose the 4-bit and dropped rotary pairs by width times the energy of the queries seen so far (default: on).")
+    var queryWeightedPairs: Bool? = nil
 
     enum KeyRoPE: String, ExpressibleByArgument, CaseIterable { case auto, before, after }
 
-    /// The flags' configuration; a profile's KV bits apply when --kv-bits is not given.
-    func configuration(profileBits: Int? = nil) -> KVCacheConfiguration {
-        var c = KVCacheConfiguration(bits: bits ?? profileBits ?? KVCacheConfiguration().bits, group: group, residual: residual, sink: sink, valueBits: valueBits)
+    /// The flags' configuration; a profile's KV bits, group and window apply where the flags are not given.
+    func configuration(profile: DeviceProfile? = nil) -> KVCacheConfiguration {
+        let d = KVCacheConfiguration()
+        var c = KVCacheConfiguration(bits: bits ?? profile?.kvBits ?? d.bits, group: group ?? profile?.kvGroup ?? d.group,
+                                     residual: residual ?? profile?.kvResidual ?? d.residual, sink: sink, valueBits: valueBits)
         c.keysBeforeRoPE = keyRoPE == .auto ? nil : keyRoPE == .before
         c.valueGroup = valueGroup
         c.keyClip = keyClip
@@ -100,6 +108,8 @@ struct KVOptions: ParsableArguments {
         c.keyOutlierPairs = keyOutliers
         c.keyDroppedPairs = keyDropped
         c.valueHadamard = valueHadamard
+        c.compactGrids = compactGrids
+        c.queryWeightedPairs = queryWeightedPairs
         c.layerBits = layerBits.flatMap { try? KVCacheConfiguration.parseLayerBits($0) }
         return c
     }

@@ -41,4 +41,53 @@ final class HalfAndKernelTests: XCTestCase {
             }
         }
     }
+
+    /// Compact grids (`KIVIQuant.compactGrid`): the decoded range covers the group (ends rounded
+    /// outwards), widens it by at most 2/127 of the channel's bound (ref * 2^-shift), the f16
+    /// scale and zero are that range up to f16 rounding (relative, or 2^-25 absolute below f16's
+    /// normal range), and the bound covers the channel while the next shift would not.
+    func testCompactGridCoversRangeWithinStatedWidening() {
+        var r = TestRandom(seed: 5)
+        for trial in 0..<2000 {
+            let amax = r.float(0.001, 300)
+            // One channel of the block: anywhere from the widest down to 2^-12 of the bound.
+            let scale = trial % 3 == 0 ? 1 : Float(sign: .plus, exponent: -Int(r.float(0, 12)), significand: 1)
+            var lo = r.float(-amax, amax) * scale, hi = r.float(-amax, amax) * scale
+            if lo > hi { swap(&lo, &hi) }
+            let ref = KIVIQuant.reference(amax)
+            XCTAssertGreaterThanOrEqual(Half.referenceFloat(ref), amax)
+            let cmax = max(abs(lo), abs(hi))
+            for shift in [0, KIVIQuant.shift(amax: cmax, ref: ref)] {
+                let bound = KIVIQuant.bound(ref: ref, shift: shift)
+                XCTAssertGreaterThanOrEqual(bound, cmax)
+                for bits in [2, 4] {
+                    let e = KIVIQuant.compactLimits(lo: lo, hi: hi, ref: ref, shift: shift, bits: bits)
+                    let l = KIVIQuant.limit(e.lo, bound: bound), h = KIVIQuant.limit(e.hi, bound: bound)
+                    XCTAssertLessThanOrEqual(l, lo + bound * 1e-6, "trial \(trial)")
+                    XCTAssertGreaterThanOrEqual(h, hi - bound * 1e-6, "trial \(trial)")
+                    XCTAssertLessThanOrEqual((h - l) - (hi - lo), 2 * bound / KIVIQuant.limitSteps * (1 + 1e-5), "trial \(trial)")
+                    let g = KIVIQuant.compactGrid(lo: e.lo, hi: e.hi, ref: ref, shift: shift, bits: bits)
+                    XCTAssertEqual(Half.referenceFloat(g.zero), l, accuracy: abs(l) * 0x1p-11 + 0x1p-25)
+                    XCTAssertEqual(Half.referenceFloat(g.scale) * Float(KIVIQuant.maxCode(bits: bits)), h - l, accuracy: (h - l) * 0x1p-10 + Float(KIVIQuant.maxCode(bits: bits)) * 0x1p-25)
+                }
+            }
+            let s = KIVIQuant.shift(amax: cmax, ref: ref)
+            if s < KIVIQuant.maxShift { XCTAssertLessThan(KIVIQuant.bound(ref: ref, shift: s + 1), cmax, "trial \(trial)") }
+        }
+    }
+
+    /// With the shift, a channel 1000x narrower than its head's widest keeps steps close to its
+    /// own range; with shift 0 its range would widen by up to 2/127 of the widest's bound.
+    func testCompactShiftKeepsNarrowChannelsFine() {
+        let ref = KIVIQuant.reference(100)
+        let lo: Float = 0.031, hi: Float = 0.097
+        let s = KIVIQuant.shift(amax: hi, ref: ref)
+        XCTAssertGreaterThan(s, 8)
+        for (shift, limit) in [(s, Float(1.05)), (0, Float(30))] {
+            let e = KIVIQuant.compactLimits(lo: lo, hi: hi, ref: ref, shift: shift, bits: 2)
+            let b = KIVIQuant.bound(ref: ref, shift: shift)
+            let width = KIVIQuant.limit(e.hi, bound: b) - KIVIQuant.limit(e.lo, bound: b)
+            if shift == 0 { XCTAssertGreaterThan(width, 10 * (hi - lo)) } else { XCTAssertLessThanOrEqual(width, limit * (hi - lo)) }
+        }
+    }
 }

@@ -126,15 +126,19 @@ final class KIVICacheTests: XCTestCase {
                 let ref = cache.preRoPEGroupScoresReference(l, group: gi, head: h, query: q)
                 let masks = l.keyMasks + 2 * (gi * layout.kvHeads + h)
                 layout.keyRows(high: masks[0], zero: masks[1], offsets: &offsets, bits: &bits)
+                var scratch = [UInt16](repeating: 0, count: 2 * hd)
+                let grids = bits.withUnsafeBufferPointer { cache.keyGrids(l, group: gi, head: h, bits: $0.baseAddress!, scratch: &scratch) }
                 let source = KIVITiles.KeySource(
                     codes: l.keyCodes + layout.keyBlock(group: gi, head: h), rowOffsets: offsets, rowBits: bits,
-                    scales: l.keyScale + gi * d + h * hd, zeros: l.keyZero + gi * d + h * hd, channels: hd, ropePairs: pairs,
+                    scales: grids.scales, zeros: grids.zeros, channels: hd, ropePairs: pairs,
                     group: layout.group, cos: rot.offsetCos, sin: rot.offsetSin)
                 var qg = [Float](repeating: 0, count: hd)
                 rot.queryAtGroupStart(tileQ, channels: hd, group: gi, into: &qg)
                 let mag = (0..<hd).reduce(Float(0)) { acc, c in
-                    acc + abs(q[c]) * (abs(Half.referenceFloat(l.keyScale[gi * d + h * hd + c])) * 15 + abs(Half.referenceFloat(l.keyZero[gi * d + h * hd + c])))
+                    let grid = cache.keyGrid(l, group: gi, channel: h * hd + c, bits: Int(bits[c]))
+                    return acc + abs(q[c]) * (abs(Half.referenceFloat(grid.scale)) * 15 + abs(Half.referenceFloat(grid.zero)))
                 }
+                _ = d
                 for path in KIVITiles.supportedPaths(group: layout.group, channels: hd) {
                     var tile = [Float](repeating: .nan, count: hd * layout.group), got = [Float](repeating: .nan, count: layout.group)
                     KIVITiles.keyTile(path, source, into: &tile)
@@ -148,6 +152,10 @@ final class KIVICacheTests: XCTestCase {
     }
 
     func testKeyPairSplitKeepsWidestPairsAtFourBitsAndDropsNarrowest() throws {
+        for compact in [false, true] { try checkKeyPairSplit(compactGrids: compact) }
+    }
+
+    func checkKeyPairSplit(compactGrids: Bool) throws {
         var g = smallGeometry
         g.ropeDims = 64
         g.capacity = 256
@@ -157,7 +165,9 @@ final class KIVICacheTests: XCTestCase {
         config.keyOutlierPairs = 4
         config.keyDroppedPairs = 6
         config.keyClip = 0
+        config.compactGrids = compactGrids
         let cache = try KIVICache(geometry: g, configuration: config)
+        XCTAssertEqual(cache.layout.compactKeys, compactGrids)
         // 8 channels at 4 bits, 12 without codes, 44 at 2 bits, 32 tokens.
         XCTAssertEqual(cache.layout.keyHeadBytes, 8 * 16 + 44 * 8)
         try storeAndAttend(cache, data, from: 0, to: 150, pool: pool)
@@ -175,19 +185,24 @@ final class KIVICacheTests: XCTestCase {
                 XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h) + 1].nonzeroBitCount, 6)
                 XCTAssertEqual(l.keyMasks[2 * (gi * 3 + h)] & l.keyMasks[2 * (gi * 3 + h) + 1], 0)
                 // Pairs without codes are their zero alone.
-                for pair in order.suffix(6) { XCTAssertEqual(l.keyScale[gi * 192 + h * 64 + 2 * pair], 0) }
+                for pair in order.suffix(6) {
+                    XCTAssertEqual(cache.keyCodeRow(l, group: gi, channel: h * 64 + 2 * pair).1, 0)
+                    if !compactGrids { XCTAssertEqual(l.keyScale[gi * 192 + h * 64 + 2 * pair], 0) }
+                }
                 XCTAssertEqual(Set(order), Set(0..<32))
                 func width(_ pair: Int) -> Float {
                     (0..<2).reduce(Float(0)) { acc, e in
                         let c = h * 64 + 2 * pair + e
-                        let s = Half.referenceFloat(l.keyScale[gi * 192 + c])
-                        let w = s * Float(KIVIQuant.maxCode(bits: order.prefix(4).contains(pair) ? 4 : 2))
+                        let bits = order.prefix(4).contains(pair) ? 4 : 2
+                        let s = Half.referenceFloat(cache.keyGrid(l, group: gi, channel: c, bits: bits).scale)
+                        let w = s * Float(KIVIQuant.maxCode(bits: bits))
                         return acc + w * w
                     }
                 }
                 let narrowestHigh = order.prefix(4).map(width).min()!, widestLow = order[4..<26].map(width).max()!
-                // Widths as the stored scales see them (f16, possibly clipped): allow their rounding.
-                XCTAssertGreaterThanOrEqual(narrowestHigh, widestLow * 0.99, "group \(gi) head \(h)")
+                // Widths as the stored grids see them (f16, or compact ends rounded outwards by up
+                // to 2/127 of the head's bound): allow their rounding.
+                XCTAssertGreaterThanOrEqual(narrowestHigh, widestLow * (compactGrids ? 0.9 : 0.99), "group \(gi) head \(h)")
             }
         }
     }
@@ -223,6 +238,85 @@ final class KIVICacheTests: XCTestCase {
             XCTAssertEqual(a, b, "G \(group) R \(residual) S \(sink)")
             // And the next decode step agrees too, after a prompt that ended mid-group.
             XCTAssertEqual(try storeAndAttend(batch, data, from: 101, to: 102, pool: pool), try storeAndAttend(stepwise, data, from: 101, to: 102, pool: pool))
+        }
+    }
+
+    /// Query-weighted pair choice packs a group only when the layer's attention has the batch's
+    /// queries, weighing it by the queries before the token whose store flushed it: one batch, two
+    /// batches and token-by-token decoding must pack the same bits and attend the same.
+    func testQueryWeightedPairsGiveIdenticalResultsInBatchesAndTokenByToken() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        let data = AttentionData(geometry: g, tokens: 200, seed: 17)
+        func cache(residual: Int, sink: Int) throws -> KIVICache {
+            let c = try KIVICache(geometry: g, configuration: KVCacheConfiguration(bits: 2, group: 32, residual: residual, sink: sink))
+            XCTAssertTrue(c.layout.queryWeightedPairs)
+            return c
+        }
+        for (residual, sink) in [(32, 0), (64, 4), (40, 1)] {
+            let batch = try cache(residual: residual, sink: sink), split = try cache(residual: residual, sink: sink)
+            let stepwise = try cache(residual: residual, sink: sink)
+            let a = try storeAndAttend(batch, data, from: 0, to: 171, pool: pool)
+            batch.commit(upTo: 171)
+            var b = try storeAndAttend(split, data, from: 0, to: 77, pool: pool)
+            split.commit(upTo: 77)
+            b += try storeAndAttend(split, data, from: 77, to: 171, pool: pool)
+            split.commit(upTo: 171)
+            var c: [Float] = []
+            for t in 0..<171 {
+                c += try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
+                stepwise.commit(upTo: t + 1)
+            }
+            XCTAssertEqual(a, b, "R \(residual) S \(sink)")
+            XCTAssertEqual(a, c, "R \(residual) S \(sink)")
+            let groups = (batch.layers[0].windowStart - min(sink, 171)) / 32
+            XCTAssertGreaterThan(groups, 2)
+            for x in [split, stepwise] {
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: x.layers[0].keyMasks, count: groups * 6)),
+                               Array(UnsafeBufferPointer(start: batch.layers[0].keyMasks, count: groups * 6)), "R \(residual) S \(sink)")
+                XCTAssertEqual(x.layers[0].queryEnergy, batch.layers[0].queryEnergy)
+            }
+            // The next decode step attends over exactly what the cache holds.
+            let next = try storeAndAttend(batch, data, from: 171, to: 172, pool: pool)
+            checkAgainstHeldData(batch, data, from: 171, to: 172, outputs: next)
+        }
+    }
+
+    /// A narrow rotary pair that the queries weigh heavily gets 4-bit codes once the layer has seen
+    /// such queries; chosen by width alone it has no codes at all.
+    func testQueryWeightedPairsFollowQueryEnergy() throws {
+        var g = smallGeometry
+        g.ropeDims = 64
+        var data = AttentionData(geometry: g, tokens: 160, seed: 18)
+        let pair = 5
+        for t in 0..<160 {
+            for e in 0..<2 {
+                for h in 0..<3 {
+                    let i: Int = t * 192 + h * 64 + 2 * pair + e
+                    data.keys[i] *= 0.1
+                }
+                for h in 0..<9 {
+                    let i: Int = (t * 9 + h) * 64 + 2 * pair + e
+                    data.queries[i] *= 1000
+                }
+            }
+        }
+        for weighted in [false, true] {
+            var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 0)
+            config.queryWeightedPairs = weighted
+            let cache = try KIVICache(geometry: g, configuration: config)
+            try storeAndAttend(cache, data, from: 0, to: 150, pool: pool)
+            cache.commit(upTo: 150)
+            let l = cache.layers[0]
+            for gi in 0..<3 {
+                for h in 0..<3 {
+                    let bit: UInt64 = 1 << UInt64(pair), m = 2 * (gi * 3 + h)
+                    let high = l.keyMasks[m] & bit != 0
+                    let dropped = l.keyMasks[m + 1] & bit != 0
+                    XCTAssertEqual(high, weighted, "weighted \(weighted) group \(gi) head \(h)")
+                    XCTAssertEqual(dropped, !weighted, "weighted \(weighted) group \(gi) head \(h)")
+                }
+            }
         }
     }
 
@@ -315,9 +409,13 @@ final class KIVICacheTests: XCTestCase {
         c.keyOutlierPairs = nil
         c.keyClip = 9
         check(c, .badClip(9))
-        // The 2-bit default groups values over 2G channels only where that divides the width.
-        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 192), 64)
-        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 96), 32)
+        // The 2-bit default (compact grids) groups values over G channels; with f16 grids over 2G
+        // only where that divides the width.
+        XCTAssertEqual(KVCacheConfiguration(bits: 2).resolvedValueGroup(kvDim: 192), 32)
+        var f16Grids = KVCacheConfiguration(bits: 2)
+        f16Grids.compactGrids = false
+        XCTAssertEqual(f16Grids.resolvedValueGroup(kvDim: 192), 64)
+        XCTAssertEqual(f16Grids.resolvedValueGroup(kvDim: 96), 32)
         XCTAssertEqual(KVCacheConfiguration(bits: 4).resolvedValueGroup(kvDim: 192), 32)
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 2, group: 64, residual: 64).validate(kvHeads: 3, headDim: 64))
         XCTAssertNoThrow(try KVCacheConfiguration(bits: 16, group: 5).validate(kvHeads: 3, headDim: 64))
@@ -338,12 +436,21 @@ final class KIVICacheTests: XCTestCase {
         let f16 = FloatKVCache(geometry: g, precision: .f16)
         var config = KVCacheConfiguration(bits: 2, group: 32, residual: 32, sink: 0)
         config.valueGroup = 32
+        config.compactGrids = false
         let k2 = try KIVICache(geometry: g, configuration: config)
         XCTAssertEqual(f16.allocatedBytes, 2048 * 23040)
         // 2-bit codes plus f16 scale and zero per 32: 3 bits per element.
         XCTAssertEqual(k2.bytesPerToken, 30 * 144)
         // Packed store for 2016 tokens plus a 32-token f16 window.
         XCTAssertEqual(k2.allocatedBytes, 2016 * 30 * 144 + 32 * 23040)
+        // Compact grids, per layer and packed group of 32 tokens: keys 2 bytes and a 4-bit shift per
+        // channel plus an f16 bound per head (384 + 96 + 6 bytes); values 2 bytes per token and
+        // group of 32 channels plus an f16 bound per group (32 * 2 * 6 + 12 bytes).
+        config.compactGrids = true
+        let c2 = try KIVICache(geometry: g, configuration: config)
+        let perGroup = 30 * (2 * 192 * 32 * 2 / 8 + 486 + 396)
+        XCTAssertEqual(c2.bytesPerToken, Double(perGroup) / 32)
+        XCTAssertEqual(c2.allocatedBytes, 2016 / 32 * perGroup + 32 * 23040)
     }
 
     /// The memory target: the default 2-bit cache for this model at context 2048, with every

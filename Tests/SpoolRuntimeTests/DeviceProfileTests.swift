@@ -21,7 +21,12 @@ final class DeviceProfileTests: XCTestCase {
         XCTAssertEqual(ci.ioBackend, .uring)
         XCTAssertEqual(try ci.memoryBudgetBytes(), 1 << 30)
         XCTAssertEqual(try ci.readerOptions().queueDepth, 256)
-        XCTAssertEqual(try DeviceProfile.load(path: repoProfiles + "/sbc-8gb.json").kvBits, 2)
+        let sbc = try DeviceProfile.load(path: repoProfiles + "/sbc-8gb.json")
+        XCTAssertEqual(sbc.kvBits, 2)
+        XCTAssertEqual(sbc.kvGroup, 32)
+        XCTAssertEqual(sbc.kvResidual, 64)
+        XCTAssertNil(ci.kvGroup)
+        XCTAssertNil(ci.kvResidual)
     }
 
     func testLookupOrderAndNotFound() throws {
@@ -48,13 +53,13 @@ final class DeviceProfileTests: XCTestCase {
 
     func testInvalidProfilesNameEveryProblem() {
         let bad = """
-        { "name": "x", "threads": -1, "numa": "none", "memoryBudget": "lots", "kvBits": 3, "turbo": true,
+        { "name": "x", "threads": -1, "numa": "none", "memoryBudget": "lots", "kvBits": 3, "turbo": true, "kvGroup": 12, "kvResidual": 2000,
           "io": { "backend": "aio", "prefetchDepth": 2, "queueDepth": 0, "chunkSize": "1000" } }
         """
         XCTAssertThrowsError(try DeviceProfile.decode(Data(bad.utf8), path: "bad.json")) { error in
             guard case let DeviceProfile.ProfileError.invalid(_, problems) = error else { return XCTFail("\(error)") }
             let text = problems.joined(separator: "\n")
-            for needle in ["turbo", "threads", "aio", "queueDepth", "chunkSize", "memoryBudget", "kvBits"] {
+            for needle in ["turbo", "threads", "aio", "queueDepth", "chunkSize", "memoryBudget", "kvBits", "kvGroup 12", "kvResidual 2000"] {
                 XCTAssertTrue(text.contains(needle), "\(needle) not reported in: \(text)")
             }
         }
