@@ -223,6 +223,16 @@ final class KIVICacheTests: XCTestCase {
         }
     }
 
+    /// Tokens from..<to stored, attended and committed one at a time, as decoding does.
+    func tokenByToken(_ cache: KIVICache, _ data: AttentionData, from: Int, to: Int) throws -> [Float] {
+        var out: [Float] = []
+        for t in from..<to {
+            out += try storeAndAttend(cache, data, from: t, to: t + 1, pool: pool)
+            cache.commit(upTo: t + 1)
+        }
+        return out
+    }
+
     func testBatchAndTokenByTokenGiveIdenticalResults() throws {
         let data = AttentionData(geometry: smallGeometry, tokens: 130, seed: 12)
         for (group, residual, sink) in [(32, 32, 0), (32, 64, 0), (16, 40, 0), (32, 32, 4), (16, 32, 1)] {
@@ -230,11 +240,7 @@ final class KIVICacheTests: XCTestCase {
             let stepwise = try kivi(bits: 2, group: group, residual: residual, sink: sink)
             let a = try storeAndAttend(batch, data, from: 0, to: 101, pool: pool)
             batch.commit(upTo: 101)
-            var b: [Float] = []
-            for t in 0..<101 {
-                b += try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
-                stepwise.commit(upTo: t + 1)
-            }
+            let b = try tokenByToken(stepwise, data, from: 0, to: 101)
             XCTAssertEqual(a, b, "G \(group) R \(residual) S \(sink)")
             // And the next decode step agrees too, after a prompt that ended mid-group.
             XCTAssertEqual(try storeAndAttend(batch, data, from: 101, to: 102, pool: pool), try storeAndAttend(stepwise, data, from: 101, to: 102, pool: pool))
@@ -262,11 +268,7 @@ final class KIVICacheTests: XCTestCase {
             split.commit(upTo: 77)
             b += try storeAndAttend(split, data, from: 77, to: 171, pool: pool)
             split.commit(upTo: 171)
-            var c: [Float] = []
-            for t in 0..<171 {
-                c += try storeAndAttend(stepwise, data, from: t, to: t + 1, pool: pool)
-                stepwise.commit(upTo: t + 1)
-            }
+            let c = try tokenByToken(stepwise, data, from: 0, to: 171)
             XCTAssertEqual(a, b, "R \(residual) S \(sink)")
             XCTAssertEqual(a, c, "R \(residual) S \(sink)")
             let groups = (batch.layers[0].windowStart - min(sink, 171)) / 32
