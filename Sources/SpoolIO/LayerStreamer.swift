@@ -63,7 +63,15 @@ public final class LayerStreamer {
     public var slotCount: Int { slots.count }
     /// Bytes held by resident layers' buffers.
     public let residentBytes: Int
-    public private(set) var stats = StreamStats()
+    /// The counters so far; `ioBusyNanoseconds` includes a busy interval still open (while layers
+    /// stream with reads always in flight, the interval closes only when the queue drains, which
+    /// may never happen: without it the busy time stayed near 0 and bandwidth came out absurd).
+    public var stats: StreamStats {
+        var s = recorded
+        if let since = busySince { s.ioBusyNanoseconds += monotonicNanoseconds() - since }
+        return s
+    }
+    private var recorded = StreamStats()
 
     private let verify: Verify?
     private let streamed: [Int]
@@ -123,10 +131,10 @@ public final class LayerStreamer {
 
     public func acquire(_ layer: Int) throws(IOError) -> LayerView {
         let entered = monotonicNanoseconds()
-        defer { stats.waitNanoseconds += monotonicNanoseconds() - entered }
+        defer { recorded.waitNanoseconds += monotonicNanoseconds() - entered }
         if let failure { throw failure }
         guard layers.indices.contains(layer) else { throw .invalidRequest("layer \(layer) of \(layers.count)") }
-        stats.acquires += 1
+        recorded.acquires += 1
         if let views = residentViews[layer] {
             return LayerView(layer: layer, parts: views, isResident: true)
         }
@@ -152,7 +160,7 @@ public final class LayerStreamer {
     public func release(_ layer: Int) {
         guard let s = slots.firstIndex(where: { $0.layer == layer && $0.state == .inUse }) else { return }
         let entered = monotonicNanoseconds()
-        defer { stats.waitNanoseconds += monotonicNanoseconds() - entered }
+        defer { recorded.waitNanoseconds += monotonicNanoseconds() - entered }
         slots[s].state = .ready
         guard failure == nil else { return }
         // Refill the device queue before the next compute; an error here is kept and thrown by the
@@ -196,11 +204,11 @@ public final class LayerStreamer {
             let (layer, part) = where_[c.id]!
             views[layer, default: [:]][part] = c.bytes
             verified.insert(layer * partStride + part)
-            stats.bytesRead += c.deviceBytes
+            recorded.bytesRead += c.deviceBytes
             done += 1
         }
-        stats.ioBusyNanoseconds += monotonicNanoseconds() - start
-        stats.layerReads += resident.count
+        recorded.ioBusyNanoseconds += monotonicNanoseconds() - start
+        recorded.layerReads += resident.count
         for (layer, parts) in views { residentViews[layer] = (0..<parts.count).map { parts[$0]! } }
     }
 
@@ -260,7 +268,7 @@ public final class LayerStreamer {
             }
             offset += e.bufferBytes
         }
-        stats.layerReads += 1
+        recorded.layerReads += 1
     }
 
     private func reapOne() throws(IOError) {
@@ -271,11 +279,11 @@ public final class LayerStreamer {
         }
         guard let (s, p) = pending.removeValue(forKey: c.id) else { return }
         if pending.isEmpty, let since = busySince {
-            stats.ioBusyNanoseconds += monotonicNanoseconds() - since
+            recorded.ioBusyNanoseconds += monotonicNanoseconds() - since
             busySince = nil
         }
-        stats.bytesRead += c.deviceBytes
-        stats.streamedBytesRead += c.deviceBytes
+        recorded.bytesRead += c.deviceBytes
+        recorded.streamedBytesRead += c.deviceBytes
         let layer = slots[s].layer!
         verified.insert(layer * partStride + p)
         partViews[s][p] = c.bytes
