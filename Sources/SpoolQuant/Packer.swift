@@ -28,6 +28,11 @@ public struct PackOptions: Sendable {
     /// on the head's input directions: more damping moves the head's GPTQ towards that (λ → ∞ is
     /// round-to-nearest). See docs/QUANT.md for why one uniform λ is the right form.
     public var headDamping: Float? = nil
+    /// GPTQ's "true sequential" order inside a block: q/k/v are quantized first, then attn_output's
+    /// Hessian is taken from the block run with the quantized q/k/v, and so on through gate/up and
+    /// ffn_down, so each matrix is calibrated on the inputs it will see. Off: every Hessian of a
+    /// block comes from the float block (one pass instead of four).
+    public var trueSequential = false
 
     /// The GPTQ options of the LM head.
     var headGPTQ: GPTQOptions {
@@ -246,7 +251,9 @@ public final class Packer {
                     let n = seqs[s].count
                     try y.withUnsafeMutableBufferPointer { yb in
                         try floatLayer.runCalibration(yb.baseAddress!, tokens: n, configuration: c, cache: cache, pool: pool) { input, ptr, _ in
-                            hessians[input]!.add(ptr, tokens: n, pool: pool)
+                            // True sequential: only q/k/v's input is final now; the rest come from
+                            // the partly quantized block below.
+                            if !options.trueSequential || input == .attention { hessians[input]!.add(ptr, tokens: n, pool: pool) }
                         }
                     }
                     floatOut.append(y)
@@ -260,6 +267,23 @@ public final class Packer {
             for s in stems {
                 let name = p + s + ".weight"
                 let bits = options.bits(for: name, tied: tied)
+                if gptq && options.trueSequential && hessians[input(of: s)]?.samples == 0 {
+                    // This input's distribution with every matrix before it already quantized.
+                    let stage = LlamaLayer.make(attnNorm: attnNorm, wq: quantized["attn_q"] ?? w["attn_q"]!, wk: quantized["attn_k"] ?? w["attn_k"]!,
+                                                wv: quantized["attn_v"] ?? w["attn_v"]!, wo: quantized["attn_output"] ?? w["attn_output"]!,
+                                                ffnNorm: ffnNorm, wGate: quantized["ffn_gate"] ?? w["ffn_gate"]!, wUp: quantized["ffn_up"] ?? w["ffn_up"]!,
+                                                wDown: w["ffn_down"]!)
+                    let wanted = input(of: s)
+                    for q in hidden.indices {
+                        var y = hidden[q]
+                        let n = seqs[q].count
+                        try y.withUnsafeMutableBufferPointer { yb in
+                            try stage.runCalibration(yb.baseAddress!, tokens: n, configuration: c, cache: cache, pool: pool, stopAfter: wanted) { inp, ptr, _ in
+                                if inp == wanted { hessians[inp]!.add(ptr, tokens: n, pool: pool) }
+                            }
+                        }
+                    }
+                }
                 let hessian = hessians[input(of: s)]?.matrix
                 if let hessian, factors[input(of: s)] == nil, bits != QuantLayout.floatBits {
                     factors[input(of: s)] = try GPTQ.factor(hessian: hessian, cols: w[s]!.cols, options: options.gptq, name: name)
