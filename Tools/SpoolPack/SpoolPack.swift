@@ -57,6 +57,9 @@ struct SpoolPack: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "GPTQ: take each matrix's Hessian from its block with the matrices before it already quantized (q/k/v, then attn_output, gate/up, ffn_down).")
     var trueSequential = false
 
+    @Flag(help: "GPTQ: asymmetric calibration; quantize each layer to map its quantized-path inputs to the float model's outputs (docs/QUANT.md).")
+    var asymmetric = false
+
     @Option(name: .customLong("refit-rounds"), help: "GPTQ: rounds of the full-Hessian grid refit after the codes are fixed (0: none; 2: refit, re-run GPTQ on the refitted grids, refit again).")
     var refitRounds = 0
 
@@ -121,6 +124,7 @@ struct SpoolPack: ParsableCommand {
         options.rotationSeed = rotate ? rotateSeed : nil
         options.headDamping = headDamp
         options.trueSequential = trueSequential
+        options.asymmetric = asymmetric
         var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
