@@ -37,6 +37,9 @@ public struct PackOptions: Sendable {
     /// its quantized-path inputs to the FLOAT model's outputs, so it can cancel inherited error.
     /// Costs one more float block run per sequence and the float hidden states (tokens × dim).
     public var asymmetric = false
+    /// The λ of the asymmetric target (fraction of the mean Hessian diagonal); nil: `gptq.damping`.
+    /// Larger keeps W′ closer to W.
+    public var asymmetricDamping: Float? = nil
 
     /// The GPTQ options of the LM head.
     var headGPTQ: GPTQOptions {
@@ -317,7 +320,7 @@ public final class Packer {
                 var source = w[s]!
                 if let hessian, let cross = crosses[input(of: s)]?.matrix, bits != QuantLayout.floatBits,
                    let target = AsymmetricTarget.weights(source.pointer, rows: source.rows, cols: source.cols, cross: cross, hessian: hessian,
-                                                         damping: options.gptq.damping, pool: pool) {
+                                                         damping: options.asymmetricDamping ?? options.gptq.damping, pool: pool) {
                     source = Self.dense(source.rows, source.cols, target)
                 }
                 let r = try encode(name, source, bits: bits, hessian: hessian, factor: factors[input(of: s)])

@@ -60,6 +60,9 @@ struct SpoolPack: ParsableCommand {
     @Flag(help: "GPTQ: asymmetric calibration; quantize each layer to map its quantized-path inputs to the float model's outputs (docs/QUANT.md).")
     var asymmetric = false
 
+    @Option(name: .customLong("asym-damp"), help: "With --asymmetric: its regularization as a fraction of the mean Hessian diagonal (default: --damp); larger stays closer to the source weights.")
+    var asymDamp: Float?
+
     @Option(name: .customLong("refit-rounds"), help: "GPTQ: rounds of the full-Hessian grid refit after the codes are fixed (0: none; 2: refit, re-run GPTQ on the refitted grids, refit again).")
     var refitRounds = 0
 
@@ -84,6 +87,7 @@ struct SpoolPack: ParsableCommand {
         if seqLen < 8 { throw ValidationError("--seq-len must be at least 8") }
         if !(damp >= 0 && damp.isFinite) { throw ValidationError("--damp must be a non-negative number") }
         if !(0...4).contains(refitRounds) { throw ValidationError("--refit-rounds must be 0...4") }
+        if let asymDamp, !(asymDamp >= 0 && asymDamp.isFinite) { throw ValidationError("--asym-damp must be a non-negative number") }
         if let headDamp, !(headDamp >= 0 && headDamp.isFinite) { throw ValidationError("--head-damp must be a non-negative number") }
         _ = try parseKeep()
         try allocation.validate()
@@ -125,6 +129,7 @@ struct SpoolPack: ParsableCommand {
         options.headDamping = headDamp
         options.trueSequential = trueSequential
         options.asymmetric = asymmetric
+        options.asymmetricDamping = asymDamp
         var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
