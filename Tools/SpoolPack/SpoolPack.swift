@@ -57,7 +57,7 @@ struct SpoolPack: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "GPTQ: take each matrix's Hessian from its block with the matrices before it already quantized (q/k/v, then attn_output, gate/up, ffn_down).")
     var trueSequential = false
 
-    @Flag(help: "GPTQ: asymmetric calibration; quantize each layer to map its quantized-path inputs to the float model's outputs (docs/QUANT.md).")
+    @Flag(help: "GPTQ, experimental: asymmetric calibration; quantize each layer to map its quantized-path inputs to the float model's outputs. Ruins SmolLM2 at 3 bits (PPL 115 against 26.5; docs/QUANT.md).")
     var asymmetric = false
 
     @Option(name: .customLong("asym-damp"), help: "With --asymmetric: its regularization as a fraction of the mean Hessian diagonal (default: --damp); larger stays closer to the source weights.")
