@@ -45,12 +45,17 @@ public struct GPTQOptions: Sendable {
     public var actOrder = false
     /// Fit each group's grid weighting every column's error by its Hessian diagonal (mean x²).
     public var weightedGrid = true
+    /// Rounds of the full-Hessian grid refit after GPTQ (`GridRefit`): 0 = none; 1 = refit the
+    /// grids once the codes are known; each further round re-runs GPTQ with the refitted grids
+    /// held fixed and refits again, keeping per row whichever round's result has the lower error.
+    public var refitRounds = 0
 
-    public init(damping: Float = 0.01, blockSize: Int = 128, actOrder: Bool = false, weightedGrid: Bool = true) {
+    public init(damping: Float = 0.01, blockSize: Int = 128, actOrder: Bool = false, weightedGrid: Bool = true, refitRounds: Int = 0) {
         self.damping = damping
         self.blockSize = blockSize
         self.actOrder = actOrder
         self.weightedGrid = weightedGrid
+        self.refitRounds = refitRounds
     }
 }
 
@@ -70,6 +75,9 @@ public enum GPTQ {
         /// Per original column: H_ii + λ, the weight of that column's error in the grid fit (dead
         /// inputs get only λ, so they barely pull the grid).
         public let importance: [Float]
+        /// (cols, cols) H + λI in the original column order (λ as in `importance`): the objective
+        /// of the grid refit. Empty when no refit was asked for.
+        public let damped: [Float]
     }
 
     public static func factor(hessian: [Float], cols: Int, options: GPTQOptions = GPTQOptions(), name: String = "") throws(QuantError) -> Factor {
@@ -78,6 +86,11 @@ public enum GPTQ {
         for i in 0..<cols { rawMean += hessian[i * cols + i] }
         rawMean /= Float(cols)
         let importance = (0..<cols).map { hessian[$0 * cols + $0] + options.damping * rawMean }
+        var damped: [Float] = []
+        if options.refitRounds > 0 {
+            damped = hessian
+            for i in 0..<cols { damped[i * cols + i] = importance[i] }
+        }
         // Dead inputs (never active in calibration): their weights cannot matter; keep H invertible.
         for i in 0..<cols where h[i * cols + i] == 0 { h[i * cols + i] = 1 }
         // Column order: natural, or by decreasing H diagonal (act-order).
@@ -95,7 +108,7 @@ public enum GPTQ {
         for _ in 0..<6 {
             var hd = h
             for i in 0..<cols { hd[i * cols + i] += damping * meanDiag }
-            if let u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols) { return Factor(cols: cols, perm: perm, u: u, importance: importance) }
+            if let u = LinearAlgebra.upperCholeskyOfInverse(hd, n: cols) { return Factor(cols: cols, perm: perm, u: u, importance: importance, damped: damped) }
             // Not positive definite in float32: damp harder, as GPTQ implementations do.
             damping *= 10
         }
@@ -110,6 +123,28 @@ public enum GPTQ {
 
     public static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, factor: Factor, spec: QuantSpec,
                                 options: GPTQOptions = GPTQOptions(), pool: ThreadPool, name: String = "") throws(QuantError) -> QuantizedMatrix {
+        var best = try quantize(weights, rows: rows, cols: cols, factor: factor, spec: spec, options: options, grids: nil, pool: pool, name: name)
+        guard options.refitRounds > 0, factor.damped.count == cols * cols else { return best }
+        var bestError = GridRefit.refit(&best, original: weights, hessian: factor.damped, pool: pool).after
+        for _ in 1..<max(1, options.refitRounds) {
+            // GPTQ again with the refitted grids fixed: the codes now follow the better grids.
+            var next = try quantize(weights, rows: rows, cols: cols, factor: factor, spec: spec, options: options, grids: best.grids, pool: pool, name: name)
+            let e = GridRefit.refit(&next, original: weights, hessian: factor.damped, pool: pool).after
+            // Rows are independent under GPTQ (one shared H): keep the better result per row.
+            let gpr = cols / spec.group
+            for r in 0..<rows where e[r] < bestError[r] {
+                for c in 0..<cols { best.q[r * cols + c] = next.q[r * cols + c] }
+                for k in 0..<gpr { best.grids[r * gpr + k] = next.grids[r * gpr + k] }
+                bestError[r] = e[r]
+            }
+        }
+        return best
+    }
+
+    /// One GPTQ pass. `grids` (rows × groups, optional): use these grids instead of fitting each
+    /// group's when its first column comes up.
+    static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, factor: Factor, spec: QuantSpec,
+                         options: GPTQOptions, grids fixed: [GroupGrid]?, pool: ThreadPool, name: String) throws(QuantError) -> QuantizedMatrix {
         guard cols % spec.group == 0 else { throw .columnsNotWholeGroups(tensor: name, cols: cols, group: spec.group) }
         let g = spec.group, maxQ = spec.maxQ
         let perm = factor.perm, u = factor.u
@@ -123,6 +158,10 @@ public enum GPTQ {
         var position = [Int](repeating: 0, count: cols)
         for (i, c) in perm.enumerated() { position[c] = i }
         var gridReady = [Bool](repeating: false, count: gpr)
+        if let fixed, fixed.count == out.grids.count {
+            out.grids = fixed
+            gridReady = [Bool](repeating: true, count: gpr)
+        }
         var groupVals = [Float](repeating: 0, count: g)
         let weighted = options.weightedGrid && factor.importance.count == cols
         let bs = options.blockSize

@@ -26,9 +26,10 @@ extension LlamaLayer {
     /// Runs this block in place on one sequence x (tokens, dim) at positions 0..<tokens, as
     /// `LlamaModel.forward` does for each layer (keep the two in step), calling `observe` with each
     /// linear input (tokens, its cols) before it is used. `cache` must hold `tokens` positions;
-    /// the block is stored at layer 0 of it.
+    /// the block is stored at layer 0 of it. With `stopAfter`, it returns right after observing
+    /// that input (x is then partly updated): the packer's true-sequential stages need one input only.
     public func runCalibration(_ x: UnsafeMutablePointer<Float>, tokens n: Int, configuration c: LlamaConfiguration,
-                               cache: KVCache, pool: ThreadPool,
+                               cache: KVCache, pool: ThreadPool, stopAfter: LinearInput? = nil,
                                observe: (LinearInput, UnsafePointer<Float>, Int) -> Void) throws {
         let s = CalibrationScratch(tokens: n, c)
         defer { s.free() }
@@ -37,6 +38,7 @@ extension LlamaLayer {
         cache.truncate(to: 0)
         Kernels.rmsNorm(x, weight: attnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
         observe(.attention, xn, c.dim)
+        if stopAfter == .attention { return }
         wq.apply(xn, tokens: n, into: s.q, pool: pool)
         wk.apply(xn, tokens: n, into: s.k, pool: pool)
         wv.apply(xn, tokens: n, into: s.v, pool: pool)
@@ -47,15 +49,18 @@ extension LlamaLayer {
         try cache.store(layer: 0, start: 0, tokens: n, keys: s.k, values: s.v)
         cache.attend(layer: 0, start: 0, tokens: n, queries: s.q, output: s.att, pool: pool)
         observe(.attentionOutput, s.att, c.qDim)
+        if stopAfter == .attentionOutput { return }
         wo.apply(s.att, tokens: n, into: xn, pool: pool)
         LlamaModel.addInPlace(x, xn, count: n * c.dim)
 
         Kernels.rmsNorm(x, weight: ffnNorm, n: c.dim, tokens: n, eps: c.normEps, into: xn)
         observe(.ffn, xn, c.dim)
+        if stopAfter == .ffn { return }
         wGate.apply(xn, tokens: n, into: s.gate, pool: pool)
         wUp.apply(xn, tokens: n, into: s.up, pool: pool)
         Kernels.swiglu(s.gate, s.up, count: n * c.ffnDim, into: s.gate)
         observe(.ffnDown, s.gate, c.ffnDim)
+        if stopAfter == .ffnDown { return }
         wDown.apply(s.gate, tokens: n, into: xn, pool: pool)
         LlamaModel.addInPlace(x, xn, count: n * c.dim)
     }
