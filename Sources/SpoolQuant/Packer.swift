@@ -33,13 +33,6 @@ public struct PackOptions: Sendable {
     /// ffn_down, so each matrix is calibrated on the inputs it will see. Off: every Hessian of a
     /// block comes from the float block (one pass instead of four).
     public var trueSequential = false
-    /// Asymmetric calibration (GPTAQ's idea, `AsymmetricTarget`): each layer is quantized to map
-    /// its quantized-path inputs to the FLOAT model's outputs, so it can cancel inherited error.
-    /// Costs one more float block run per sequence and the float hidden states (tokens × dim).
-    public var asymmetric = false
-    /// The λ of the asymmetric target (fraction of the mean Hessian diagonal); nil: `gptq.damping`.
-    /// Larger keeps W′ closer to W.
-    public var asymmetricDamping: Float? = nil
 
     /// The GPTQ options of the LM head.
     var headGPTQ: GPTQOptions {
@@ -233,9 +226,6 @@ public final class Packer {
             x.withUnsafeMutableBufferPointer { xb in for (t, id) in s.enumerated() { embd.row(Int(id), into: xb.baseAddress! + t * c.dim) } }
             return x
         }
-        // The float model's hidden states at the same layer (asymmetric calibration only).
-        let asymmetric = gptq && options.asymmetric
-        var floatHidden: [[Float]] = asymmetric ? hidden : []
         let maxLen = seqs.map(\.count).max() ?? 1
         let cache = LlamaModel.calibrationCache(c, tokens: maxLen)
 
@@ -253,33 +243,18 @@ public final class Packer {
                                              ffnNorm: ffnNorm, wGate: w["ffn_gate"]!, wUp: w["ffn_up"]!, wDown: w["ffn_down"]!)
             // Pass 1 (GPTQ): float block on the current hidden states; accumulate each input's Hessian.
             var hessians: [LinearInput: HessianAccumulator] = [:]
-            var crosses: [LinearInput: CrossAccumulator] = [:]
             var floatOut: [[Float]] = []
-            // This block's inputs in the float model (asymmetric calibration only).
-            let floatIn = floatHidden
             /// Runs `layer` on every sequence's quantized-path input and adds the inputs in `wanted`
-            /// to their Hessians; asymmetric, also to their cross products with the float model's
-            /// inputs at the same positions. A full run (`stopAfter` nil) is pass 1: it records the
-            /// float block's outputs and advances the float model's hidden states.
+            /// to their Hessians. A full run (`stopAfter` nil) is pass 1: it records the float
+            /// block's outputs.
             func accumulate(_ layer: LlamaLayer, wanted: Set<LinearInput>, stopAfter: LinearInput?) throws {
                 for s in hidden.indices {
                     let n = seqs[s].count
-                    var xf: [LinearInput: [Float]] = [:]
-                    if asymmetric {
-                        var yf = floatIn[s]
-                        try yf.withUnsafeMutableBufferPointer { yb in
-                            try floatLayer.runCalibration(yb.baseAddress!, tokens: n, configuration: c, cache: cache, pool: pool, stopAfter: stopAfter) { inp, ptr, cols in
-                                if wanted.contains(inp) { xf[inp] = Array(UnsafeBufferPointer(start: ptr, count: n * cols)) }
-                            }
-                        }
-                        if stopAfter == nil { floatHidden[s] = yf }
-                    }
                     var y = hidden[s]
                     try y.withUnsafeMutableBufferPointer { yb in
                         try layer.runCalibration(yb.baseAddress!, tokens: n, configuration: c, cache: cache, pool: pool, stopAfter: stopAfter) { inp, ptr, _ in
                             guard wanted.contains(inp) else { return }
                             hessians[inp]!.add(ptr, tokens: n, pool: pool)
-                            if let f = xf[inp] { f.withUnsafeBufferPointer { crosses[inp]!.add(float: $0.baseAddress!, quantized: ptr, tokens: n, pool: pool) } }
                         }
                     }
                     if stopAfter == nil { floatOut.append(y) }
@@ -289,7 +264,6 @@ public final class Packer {
                 for input in LinearInput.allCases {
                     let cols = input == .ffnDown ? c.ffnDim : (input == .attentionOutput ? c.qDim : c.dim)
                     hessians[input] = HessianAccumulator(cols: cols)
-                    if asymmetric { crosses[input] = CrossAccumulator(cols: cols) }
                 }
                 // True sequential: only q/k/v's input is final now; the rest come from the partly
                 // quantized block below.
@@ -315,15 +289,7 @@ public final class Packer {
                 if let hessian, factors[input(of: s)] == nil, bits != QuantLayout.floatBits {
                     factors[input(of: s)] = try GPTQ.factor(hessian: hessian, cols: w[s]!.cols, options: options.gptq, name: name)
                 }
-                // Asymmetric: quantize the weights that map this block's quantized-path inputs
-                // closest to the float model's outputs (see AsymmetricTarget).
-                var source = w[s]!
-                if let hessian, let cross = crosses[input(of: s)]?.matrix, bits != QuantLayout.floatBits,
-                   let target = AsymmetricTarget.weights(source.pointer, rows: source.rows, cols: source.cols, cross: cross, hessian: hessian,
-                                                         damping: options.asymmetricDamping ?? options.gptq.damping, pool: pool) {
-                    source = Self.dense(source.rows, source.cols, target)
-                }
-                let r = try encode(name, source, bits: bits, hessian: hessian, factor: factors[input(of: s)])
+                let r = try encode(name, w[s]!, bits: bits, hessian: hessian, factor: factors[input(of: s)])
                 bytes[s] = r.bytes
                 quantized[s] = Self.dense(w[s]!.rows, w[s]!.cols, r.dequantized)
                 errors.append((s, r.error))
@@ -384,7 +350,6 @@ public final class Packer {
             headHessian = acc.matrix
         }
         hidden = []
-        floatHidden = []
         func head(_ name: String, _ w: DenseWeight, bits: Int) throws -> [UInt8] {
             let factor = try headHessian.map { try GPTQ.factor(hessian: $0, cols: c.dim, options: options.headGPTQ, name: name) }
             let r = try encode(name, w, bits: bits, hessian: headHessian, factor: bits == QuantLayout.floatBits ? nil : factor)

@@ -57,12 +57,6 @@ struct SpoolPack: ParsableCommand {
     @Flag(name: .customLong("true-sequential"), help: "GPTQ: take each matrix's Hessian from its block with the matrices before it already quantized (q/k/v, then attn_output, gate/up, ffn_down).")
     var trueSequential = false
 
-    @Flag(help: "GPTQ, experimental: asymmetric calibration; quantize each layer to map its quantized-path inputs to the float model's outputs. Ruins SmolLM2 at 3 bits (PPL 115 against 26.5; docs/QUANT.md).")
-    var asymmetric = false
-
-    @Option(name: .customLong("asym-damp"), help: "With --asymmetric: its regularization as a fraction of the mean Hessian diagonal (default: --damp); larger stays closer to the source weights.")
-    var asymDamp: Float?
-
     @Option(name: .customLong("refit-rounds"), help: "GPTQ: rounds of the full-Hessian grid refit after the codes are fixed (0: none; 2: refit, re-run GPTQ on the refitted grids, refit again).")
     var refitRounds = 0
 
@@ -87,7 +81,6 @@ struct SpoolPack: ParsableCommand {
         if seqLen < 8 { throw ValidationError("--seq-len must be at least 8") }
         if !(damp >= 0 && damp.isFinite) { throw ValidationError("--damp must be a non-negative number") }
         if !(0...4).contains(refitRounds) { throw ValidationError("--refit-rounds must be 0...4") }
-        if let asymDamp, !(asymDamp >= 0 && asymDamp.isFinite) { throw ValidationError("--asym-damp must be a non-negative number") }
         if let headDamp, !(headDamp >= 0 && headDamp.isFinite) { throw ValidationError("--head-damp must be a non-negative number") }
         _ = try parseKeep()
         try allocation.validate()
@@ -128,8 +121,6 @@ struct SpoolPack: ParsableCommand {
         options.rotationSeed = rotate ? rotateSeed : nil
         options.headDamping = headDamp
         options.trueSequential = trueSequential
-        options.asymmetric = asymmetric
-        options.asymmetricDamping = asymDamp
         var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })
