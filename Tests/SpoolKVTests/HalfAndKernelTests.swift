@@ -19,6 +19,28 @@ final class HalfAndKernelTests: XCTestCase {
         }
     }
 
+    /// `Half.bits` against the standard library's conversion: every f16 value, the floats next to
+    /// it, every tie between neighbours (round to even) and the floats either side of each tie,
+    /// plus random bit patterns over the whole float range.
+    func testFloatToHalfMatchesFloat16() {
+        func check(_ x: Float) {
+            let got = Half.bits(x), want = Half.referenceBits(x)
+            if x.isNaN { XCTAssertTrue(Float16(bitPattern: got).isNaN, "\(x.bitPattern)") } else {
+                XCTAssertEqual(got, want, "float bits \(String(x.bitPattern, radix: 16))")
+            }
+        }
+        for h in 0..<UInt32(0x7c00) {
+            for sign: Float in [1, -1] {
+                let a = sign * Float(Float16(bitPattern: UInt16(h))), b = sign * Float(Float16(bitPattern: UInt16(h + 1)))
+                let tie = (a + b) / 2
+                for x in [a, a.nextUp, a.nextDown, tie, tie.nextUp, tie.nextDown] { check(x) }
+            }
+        }
+        var r = TestRandom(seed: 77)
+        for _ in 0..<200_000 { check(Float(bitPattern: UInt32(truncatingIfNeeded: Int(r.float(0, 1) * 4_294_967_295)))) }
+        for x: Float in [0, -0, .infinity, -.infinity, .nan, 65504, 65519.99, 65520, 1e-8, 3e-8, -2.98e-8, .greatestFiniteMagnitude] { check(x) }
+    }
+
     func testQuantizeRoundTripWithinStatedError() {
         var r = TestRandom(seed: 2)
         for bits in [2, 4, 8] {
