@@ -98,8 +98,10 @@ enum KIVIQuant {
         return s
     }
 
+    /// A channel's bound, ref * 2^-shift. Attention evaluates it for every grid it reads, so it
+    /// widens ref with `Half.float` (exact, no libcall) rather than `referenceFloat`.
     @inline(__always)
-    static func bound(ref: UInt16, shift: Int) -> Float { Half.referenceFloat(ref) * Float(sign: .plus, exponent: -shift, significand: 1) }
+    static func bound(ref: UInt16, shift: Int) -> Float { Half.float(ref) * Float(sign: .plus, exponent: -shift, significand: 1) }
 
     /// The 8-bit code of a range end x (|x| <= the bound), rounded down (`up` false), up, or to nearest.
     @inline(__always)
@@ -126,14 +128,6 @@ enum KIVIQuant {
         let r = bound(ref: ref, shift: shift)
         return bits == 0 ? (limitCode(lo + (hi - lo) / 2, bound: r, .toNearestOrEven), 0)
             : (limitCode(lo, bound: r, .down), limitCode(hi, bound: r, .up))
-    }
-
-    /// A group stored without codes: scale 0 and zero the middle of its range (error at most half the range).
-    @inline(__always)
-    static func midpoint(n: Int, _ x: (Int) -> Float) -> (scale: UInt16, zero: UInt16) {
-        var lo = Float.infinity, hi = -Float.infinity
-        for i in 0..<n { let v = x(i); lo = min(lo, v); hi = max(hi, v) }
-        return (0, Half.bits(lo + (hi - lo) / 2))
     }
 
     /// The fraction of a group's min-max range one clipping step removes (see `quantize`).
