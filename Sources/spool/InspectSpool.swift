@@ -15,7 +15,14 @@ enum InspectSpool {
         var method = "  quantization: \(q.method) \(q.bits)-bit group \(q.group)"
         if !q.overrides.isEmpty { method += ", overrides " + q.overrides.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
         if let c = q.calibration { method += ", calibration \(c) (\(q.calibrationTokens ?? 0) tokens)" }
+        if let g = q.groupOverrides, !g.isEmpty { method += ", group overrides " + g.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
+        if let d = q.damping { method += ", damping \(d)" }
+        if let d = q.headDamping { method += ", head damping \(d)" }
         if q.actOrder { method += ", act-order" }
+        if let r = q.refitRounds { method += ", grid refit \(r) round\(r == 1 ? "" : "s")" }
+        if q.trueSequential == true { method += ", true-sequential" }
+        if q.weightedGrid == false { method += ", unweighted grids" }
+        if let m = q.maxSize { method += String(format: ", max size %.2f MiB", Double(m) / 1048576) }
         if let r = h.rotation { method += ", rotated (\(r.method), seed \(r.seed)\(r.valueHeads ? ", value heads" : ""))" }
         print(method)
         print("  ffn layout \(h.ffnLayout), exit adapters \(h.exitAdapters?.count ?? 0)")

@@ -144,10 +144,18 @@ struct SpoolPack: ParsableCommand {
             }
             stderrLine("calibration: \(sequences.count) sequences, \(sequences.reduce(0) { $0 + $1.count }) tokens from \(source)")
         }
-        let quant = SpoolQuantization(method: method, bits: bits, group: group, overrides: keepItems.bits, calibration: m == .gptq ? source : nil,
+        var quant = SpoolQuantization(method: method, bits: bits, group: group, overrides: keepItems.bits, calibration: m == .gptq ? source : nil,
                                       calibrationTokens: m == .gptq ? sequences.reduce(0) { $0 + $1.count } : nil,
                                       actOrder: actOrder, damping: m == .gptq ? Double(damp) : nil,
                                       source: (input as NSString).lastPathComponent)
+        if !keepItems.groups.isEmpty { quant.groupOverrides = keepItems.groups }
+        if m == .gptq {
+            if let headDamp { quant.headDamping = Double(headDamp) }
+            if refitRounds > 0 { quant.refitRounds = refitRounds }
+            if trueSequential { quant.trueSequential = true }
+            if unweightedGrid { quant.weightedGrid = false }
+        }
+        quant.maxSize = try allocation.maxSize.map { try ByteSize.parse($0) }
         let header = SpoolHeader(architecture: configuration.architecture, hyperparameters: configuration.spoolHyperparameters,
                                  tokenizer: tokenizerInfo, chatTemplate: try gguf.string("tokenizer.chat_template"), quantization: quant)
         if allocation.maxSize != nil {

@@ -82,6 +82,18 @@ public struct SpoolQuantization: Codable, Sendable, Equatable {
     public var damping: Double?
     /// The source file the packer read.
     public var source: String?
+    /// Group-size overrides as given to the packer, e.g. {"embed": 64} (absent: none).
+    public var groupOverrides: [String: Int]?
+    /// GPTQ damping of the LM head when it differs from `damping`.
+    public var headDamping: Double?
+    /// GPTQ options that are off by default; absent when off (files packed before they existed
+    /// did not record them, and were packed with them off).
+    public var refitRounds: Int?
+    public var trueSequential: Bool?
+    /// false when the grids were fitted on plain squared error (`--unweighted-grid`).
+    public var weightedGrid: Bool?
+    /// The file-size budget (`--max-size`, bytes) the per-tensor widths were allocated under.
+    public var maxSize: Int?
 
     public init(method: String, bits: Int, group: Int, overrides: [String: Int] = [:], calibration: String? = nil,
                 calibrationTokens: Int? = nil, actOrder: Bool = false, damping: Double? = nil, source: String? = nil) {
