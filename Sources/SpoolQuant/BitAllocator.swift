@@ -1,28 +1,46 @@
 import SpoolFormat
 
-/// One way to store a quantized tensor: bits per weight and values per (scale, offset) group.
+/// One way to store a quantized tensor: bits per weight, values per (scale, offset) group, and
+/// whether the groups' (d, m) are compact 8-bit codes ("3/32c") or float16 pairs ("3/32").
 public struct QuantChoice: Sendable, Hashable, Codable, Comparable, CustomStringConvertible {
     public var bits: Int
     public var group: Int
+    public var compact: Bool
 
-    public init(bits: Int, group: Int) throws(QuantError) {
+    public init(bits: Int, group: Int, compact: Bool = false) throws(QuantError) {
         _ = try QuantSpec(bits: bits, group: group)
         self.bits = bits
         self.group = group
+        self.compact = compact
     }
 
-    /// "BITS/GROUP", e.g. "3/64".
+    /// "BITS/GROUP", e.g. "3/64", or "BITS/GROUPc" for compact grids, e.g. "3/32c".
     public init(parsing text: some StringProtocol) throws(QuantError) {
         let parts = text.split(separator: "/")
-        guard parts.count == 2, let b = Int(parts[0]), let g = Int(parts[1]) else { throw .badChoice(String(text)) }
-        try self.init(bits: b, group: g)
+        let compact = parts.count == 2 && parts[1].hasSuffix("c")
+        guard parts.count == 2, let b = Int(parts[0]), let g = Int(compact ? parts[1].dropLast() : parts[1]) else { throw .badChoice(String(text)) }
+        try self.init(bits: b, group: g, compact: compact)
     }
 
-    public var spec: QuantSpec { QuantSpec(validatedBits: bits, group: group) }
-    /// Storage per weight, scale and offset included: bits + 32 / group.
-    public var bitsPerWeight: Double { Double(bits) + 32 / Double(group) }
-    public var description: String { "\(bits)/\(group)" }
-    public static func < (a: QuantChoice, b: QuantChoice) -> Bool { (a.bitsPerWeight, a.bits) < (b.bitsPerWeight, b.bits) }
+    enum CodingKeys: String, CodingKey { case bits, group, compact }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        bits = try c.decode(Int.self, forKey: .bits)
+        group = try c.decode(Int.self, forKey: .group)
+        compact = try c.decodeIfPresent(Bool.self, forKey: .compact) ?? false
+    }
+
+    public var spec: QuantSpec { QuantSpec(validatedBits: bits, group: group, compactGrid: compact) }
+    /// Storage per weight, scale and offset included: bits + 32 / group (16 / group compact; the
+    /// compact rows' 4 bytes of bounds are left out).
+    public var bitsPerWeight: Double { Double(bits) + (compact ? 16 : 32) / Double(group) }
+    public var description: String { "\(bits)/\(group)\(compact ? "c" : "")" }
+    /// The same width with float16 grids.
+    public var plain: QuantChoice { var c = self; c.compact = false; return c }
+    public static func < (a: QuantChoice, b: QuantChoice) -> Bool {
+        (a.bitsPerWeight, a.bits, a.compact ? 1 : 0) < (b.bitsPerWeight, b.bits, b.compact ? 1 : 0)
+    }
 }
 
 /// A tensor the allocator may store at one of several widths, with what each costs and how much

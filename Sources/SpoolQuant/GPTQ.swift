@@ -124,7 +124,8 @@ public enum GPTQ {
     public static func quantize(_ weights: UnsafePointer<Float>, rows: Int, cols: Int, factor: Factor, spec: QuantSpec,
                                 options: GPTQOptions = GPTQOptions(), pool: ThreadPool, name: String = "") throws(QuantError) -> QuantizedMatrix {
         var best = try quantize(weights, rows: rows, cols: cols, factor: factor, spec: spec, options: options, grids: nil, pool: pool, name: name)
-        guard options.refitRounds > 0, factor.damped.count == cols * cols else { return best }
+        // The refit solves for float16 (d, m) freely; compact grids keep GPTQ's snapped codes.
+        guard options.refitRounds > 0, !spec.compactGrid, factor.damped.count == cols * cols else { return best }
         var bestError = GridRefit.refit(&best, original: weights, hessian: factor.damped, pool: pool).after
         for _ in 1..<max(1, options.refitRounds) {
             // GPTQ again with the refitted grids fixed: the codes now follow the better grids.
@@ -163,6 +164,8 @@ public enum GPTQ {
             gridReady = [Bool](repeating: true, count: gpr)
         }
         var groupVals = [Float](repeating: 0, count: g)
+        // Compact grids: each row's bounds come from its original weights.
+        let compactRows: [CompactGridRow] = spec.compactGrid ? (0..<rows).map { out.startCompactRow($0, weights + $0 * cols) } : []
         let weighted = options.weightedGrid && factor.importance.count == cols
         let bs = options.blockSize
         var err = [Float](repeating: 0, count: rows * bs)   // (rows, block) scaled errors
@@ -182,11 +185,14 @@ public enum GPTQ {
                             // The grid comes from the group's current (error-compensated) weights.
                             for r in 0..<rows {
                                 for k in 0..<g { groupVals[k] = W[r * cols + position[grp * g + k]] }
-                                out.grids[r * gpr + grp] = groupVals.withUnsafeBufferPointer { v in
+                                let fitted = groupVals.withUnsafeBufferPointer { v in
                                     factor.importance.withUnsafeBufferPointer { imp in
-                                        GroupGrid.fit(v.baseAddress!, count: g, maxQ: maxQ, importance: weighted ? imp.baseAddress! + grp * g : nil)
+                                        let importance = weighted ? imp.baseAddress! + grp * g : nil
+                                        let grid = GroupGrid.fit(v.baseAddress!, count: g, maxQ: maxQ, importance: importance)
+                                        return compactRows.isEmpty ? (grid, nil) : (grid, compactRows[r].snap(grid, v.baseAddress!, count: g, maxQ: maxQ, importance: importance))
                                     }
                                 }
+                                out.grids[r * gpr + grp] = fitted.1.map { out.setCompact(r * gpr + grp, $0) } ?? fitted.0
                             }
                             gridReady[grp] = true
                         }

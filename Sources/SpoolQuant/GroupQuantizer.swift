@@ -5,22 +5,27 @@ import SpoolFormat
 public struct QuantSpec: Sendable, Equatable, CustomStringConvertible {
     public var bits: Int
     public var group: Int
+    /// Groups store 8-bit (d, m) codes under per-row bounds (QuantLayout's compact grids) instead
+    /// of float16 pairs: 16 bits per group instead of 32.
+    public var compactGrid: Bool
 
-    public init(bits: Int, group: Int) throws(QuantError) {
+    public init(bits: Int, group: Int, compactGrid: Bool = false) throws(QuantError) {
         guard QuantLayout.supportedBits.contains(bits) else { throw .unsupportedBits(bits) }
         guard QuantLayout.supportedGroups.contains(group) else { throw .unsupportedGroup(group) }
         self.bits = bits
         self.group = group
+        self.compactGrid = compactGrid
     }
 
     /// For values already validated (a `QuantChoice`).
-    init(validatedBits bits: Int, group: Int) {
+    init(validatedBits bits: Int, group: Int, compactGrid: Bool = false) {
         self.bits = bits
         self.group = group
+        self.compactGrid = compactGrid
     }
 
     public var maxQ: Int { (1 << bits) - 1 }
-    public var description: String { "\(bits)-bit/g\(group)" }
+    public var description: String { "\(bits)-bit/g\(group)\(compactGrid ? " compact grids" : "")" }
 }
 
 public enum QuantError: Error, Equatable, CustomStringConvertible {
@@ -144,6 +149,9 @@ public struct QuantizedMatrix: Sendable {
     public let spec: QuantSpec
     public var q: [UInt8]            // (rows, cols)
     public var grids: [GroupGrid]    // (rows, cols / group)
+    /// Compact grids only: (rows, (D, M) float16 bits) and (rows, cols / group, (d code, m code)).
+    var rowBounds: [UInt16] = []
+    var gridCodes: [UInt8] = []
 
     public init(rows: Int, cols: Int, spec: QuantSpec) {
         self.rows = rows
@@ -154,6 +162,25 @@ public struct QuantizedMatrix: Sendable {
     }
 
     public var groupsPerRow: Int { cols / spec.group }
+
+    /// Compact grids: row r's bounds from its original weights `w` (cols values), recorded.
+    mutating func startCompactRow(_ r: Int, _ w: UnsafePointer<Float>) -> CompactGridRow {
+        if rowBounds.isEmpty {
+            rowBounds = [UInt16](repeating: 0, count: 2 * rows)
+            gridCodes = [UInt8](repeating: 0, count: 2 * rows * groupsPerRow)
+        }
+        let b = CompactGridRow(row: w, cols: cols, group: spec.group, maxQ: spec.maxQ)
+        rowBounds[2 * r] = b.dBound.bitPattern
+        rowBounds[2 * r + 1] = b.mBound.bitPattern
+        return b
+    }
+
+    /// Records group i's codes; returns its grid.
+    mutating func setCompact(_ i: Int, _ s: (grid: GroupGrid, d: UInt8, m: Int8)) -> GroupGrid {
+        gridCodes[2 * i] = s.d
+        gridCodes[2 * i + 1] = UInt8(bitPattern: s.m)
+        return s.grid
+    }
 
     /// Dequantized values (rows, cols).
     public func dequantized() -> [Float] {
@@ -168,7 +195,7 @@ public struct QuantizedMatrix: Sendable {
 
     /// The tensor's bytes in the `QuantLayout` format.
     public func packed() -> [UInt8] {
-        let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: spec.bits, group: spec.group)!
+        let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: spec.bits, group: spec.group, compactGrid: spec.compactGrid)!
         var out = [UInt8](repeating: 0, count: size)
         let chunkBytes = QuantLayout.chunkBytes(bits: spec.bits)
         out.withUnsafeMutableBufferPointer { o in
@@ -181,6 +208,11 @@ public struct QuantizedMatrix: Sendable {
             }
             let s = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: spec.bits)
             let raw = UnsafeMutableRawPointer(o.baseAddress! + s)
+            if spec.compactGrid {
+                for (i, b) in rowBounds.enumerated() { raw.storeBytes(of: b.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                for (i, c) in gridCodes.enumerated() { raw.storeBytes(of: c, toByteOffset: 4 * rows + i, as: UInt8.self) }
+                return
+            }
             for (i, g) in grids.enumerated() {
                 raw.storeBytes(of: Float16(g.d).bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt16.self)
                 raw.storeBytes(of: Float16(g.m).bitPattern.littleEndian, toByteOffset: 4 * i + 2, as: UInt16.self)
@@ -197,9 +229,11 @@ public enum RTN {
         var out = QuantizedMatrix(rows: rows, cols: cols, spec: spec)
         let gpr = cols / spec.group
         for r in 0..<rows {
+            let compact = spec.compactGrid ? out.startCompactRow(r, w + r * cols) : nil
             for g in 0..<gpr {
                 let base = w + r * cols + g * spec.group
-                let grid = GroupGrid.fit(base, count: spec.group, maxQ: spec.maxQ)
+                var grid = GroupGrid.fit(base, count: spec.group, maxQ: spec.maxQ)
+                if let compact { grid = out.setCompact(r * gpr + g, compact.snap(grid, base, count: spec.group, maxQ: spec.maxQ, importance: nil)) }
                 out.grids[r * gpr + g] = grid
                 for i in 0..<spec.group {
                     out.q[r * cols + g * spec.group + i] = UInt8(grid.quantize(base[i], maxQ: spec.maxQ))

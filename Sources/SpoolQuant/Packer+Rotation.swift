@@ -25,7 +25,8 @@ extension Packer {
         let dim = configuration.dim
         let bits = options.keep["output_rotation"] ?? Self.rotationHeadBits
         let t = SpoolTensor(name: SpoolRotation.headTensor, shape: [dim, dim], bits: bits,
-                            group: bits == QuantLayout.floatBits ? 0 : options.group(for: SpoolRotation.headTensor, tied: tied))
+                            group: bits == QuantLayout.floatBits ? 0 : options.group(for: SpoolRotation.headTensor, tied: tied),
+                            compactGrid: bits != QuantLayout.floatBits && options.compact(for: SpoolRotation.headTensor))
         return SpoolExtentPlan(name: "output_rotation", layer: nil, tensors: [t])
     }
 

@@ -33,6 +33,9 @@ public struct PackOptions: Sendable {
     /// ffn_down, so each matrix is calibrated on the inputs it will see. Off: every Hessian of a
     /// block comes from the float block (one pass instead of four).
     public var trueSequential = false
+    /// Compact grids (8-bit (d, m) codes, QuantLayout) for every quantized tensor whose width
+    /// `perTensor` does not state; `perTensor` entries say so themselves ("3/32c").
+    public var compactGrids = false
 
     /// The GPTQ options of the LM head.
     var headGPTQ: GPTQOptions {
@@ -61,6 +64,11 @@ public struct PackOptions: Sendable {
     func bits(for name: String, tied: Bool) -> Int {
         if let c = perTensor[name] { return c.bits }
         return keep.filter { Self.matches($0.key, name, tied: tied) }.map(\.value).max() ?? spec.bits
+    }
+
+    /// Whether tensor `name` stores compact grids.
+    func compact(for name: String) -> Bool {
+        perTensor[name]?.compact ?? compactGrids
     }
 
     /// Group size for tensor `name`; the smallest override wins.
@@ -136,7 +144,8 @@ public final class Packer {
     func plannedTensor(_ name: String, _ shape: [Int]) -> SpoolTensor {
         if shape.count == 1 { return SpoolTensor(name: name, shape: shape, bits: QuantLayout.floatBits, group: 0) }
         let bits = options.bits(for: name, tied: tied)
-        return SpoolTensor(name: name, shape: shape, bits: bits, group: bits == QuantLayout.floatBits ? 0 : options.group(for: name, tied: tied))
+        guard bits != QuantLayout.floatBits else { return SpoolTensor(name: name, shape: shape, bits: bits, group: 0) }
+        return SpoolTensor(name: name, shape: shape, bits: bits, group: options.group(for: name, tied: tied), compactGrid: options.compact(for: name))
     }
 
     public func plan() -> [SpoolExtentPlan] {
@@ -174,7 +183,7 @@ public final class Packer {
             }
             return (out, Array(UnsafeBufferPointer(start: w.pointer, count: n)), 0)
         }
-        let spec = try QuantSpec(bits: bits, group: options.group(for: name, tied: tied))
+        let spec = try QuantSpec(bits: bits, group: options.group(for: name, tied: tied), compactGrid: options.compact(for: name))
         let q: QuantizedMatrix
         if let factor, options.method == .gptq {
             q = try GPTQ.quantize(w.pointer, rows: w.rows, cols: w.cols, factor: factor, spec: spec, options: options.gptq, pool: pool, name: name)

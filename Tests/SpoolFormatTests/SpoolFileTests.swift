@@ -148,10 +148,13 @@ final class SpoolFileTests: XCTestCase {
     }
 
     /// Rewrites the header (data offset must stay at 4096, which holds for this small file).
-    func withHeader(_ bytes: [UInt8], _ mutate: (inout SpoolHeader) -> Void) throws -> [UInt8] {
+    /// The file with its header mutated; the preamble flags follow the new header unless `keepFlags`.
+    func withHeader(_ bytes: [UInt8], keepFlags: Bool = false, _ mutate: (inout SpoolHeader) -> Void) throws -> [UInt8] {
         var h = try open(bytes).header
         mutate(&h)
-        return rewrite(bytes, json: Array(try SpoolWriter.encode(h)))
+        var b = rewrite(bytes, json: Array(try SpoolWriter.encode(h)))
+        if !keepFlags { withUnsafeBytes(of: SpoolFile.flags(for: h).littleEndian) { b.replaceSubrange(12..<16, with: $0) } }
+        return b
     }
 
     func rewrite(_ bytes: [UInt8], json: [UInt8]) -> [UInt8] {
@@ -207,9 +210,20 @@ final class SpoolFileTests: XCTestCase {
             ("special id", { $0.tokenizer.bosId = 3 }, { if case .badTokenizer = $0 { return true } else { return false } }),
             ("exit adapter tensor", { $0.exitAdapters = [SpoolExitAdapter(afterLayer: 0, tensor: "exit.0.weight")] }, { $0 == .missingTensor("exit.0.weight") }),
             ("huge dimension", { $0.tensors[2].shape = [1 << 40, 64] }, { if case .badShape = $0 { return true } else { return false } }),
+            ("unknown grid", { $0.tensors[2].grid = "i4" }, { if case let .badGridEncoding(_, g) = $0 { return g == "i4" } else { return false } }),
+            // ffn_down (64, 128) at 3/32: 4096 bytes with float16 pairs, 3840 with compact grids.
+            ("compact grid, plain length", { $0.tensors[2].group = 32; $0.tensors[2].length = 4096; $0.tensors[2].grid = QuantLayout.compactGridName },
+             { $0 == .sizeMismatch(tensor: "blk.0.ffn_down.weight", expected: 3840, actual: 4096) }),
+            ("compact grid on float", { $0.tensors[1].grid = QuantLayout.compactGridName }, { if case .badEncoding = $0 { return true } else { return false } }),
         ]
         for (label, mutate, check) in cases {
             expect(try withHeader(bytes, mutate), check, label)
         }
+        // Compact grids need preamble flag bit 1, and the flag needs a compact tensor.
+        expect(try withHeader(bytes, keepFlags: true) { $0.tensors[2].grid = QuantLayout.compactGridName },
+               { if case .unsupportedFeature = $0 { return true } else { return false } }, "compact grid, flag clear")
+        var flagged = bytes
+        flagged[12] = UInt8(SpoolFile.compactGridFlag)
+        expect(flagged, { if case .unsupportedFeature = $0 { return true } else { return false } }, "flag set, no compact grid")
     }
 }

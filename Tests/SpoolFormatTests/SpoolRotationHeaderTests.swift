@@ -58,7 +58,7 @@ final class SpoolRotationHeaderTests: XCTestCase {
         b = try Self.write(rotated: false, extra: [])
         b[12] = 1   // flag set, no rotation in the header
         expect(b, { if case .unsupportedFeature = $0 { return true } else { return false } }, "flag set")
-        b[12] = 2   // an unknown flag
-        expect(b, { $0 == .unsupportedFeature("preamble flags 2") }, "unknown flag")
+        b[12] = 4   // an unknown flag
+        expect(b, { $0 == .unsupportedFeature("preamble flags 4") }, "unknown flag")
     }
 }

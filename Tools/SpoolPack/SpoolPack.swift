@@ -60,6 +60,9 @@ struct SpoolPack: ParsableCommand {
     @Option(name: .customLong("refit-rounds"), help: "GPTQ: rounds of the full-Hessian grid refit after the codes are fixed (0: none; 2: refit, re-run GPTQ on the refitted grids, refit again).")
     var refitRounds = 0
 
+    @Flag(name: .customLong("compact-grids"), help: "Store each group's scale and offset as 8-bit codes under per-row float16 bounds (16 bits per group instead of 32) for every tensor whose width --max-size does not choose; --alloc-choices items take a 'c' suffix for the same (e.g. 3/32c). Expanded to float16 at load.")
+    var compactGrids = false
+
     @Option(help: "GPTQ damping as a fraction of the mean Hessian diagonal.")
     var damp: Float = 0.01
 
@@ -121,6 +124,7 @@ struct SpoolPack: ParsableCommand {
         options.rotationSeed = rotate ? rotateSeed : nil
         options.headDamping = headDamp
         options.trueSequential = trueSequential
+        options.compactGrids = compactGrids
         var packer = try Packer(gguf: gguf, options: options, pool: pool, log: { line in
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
         })

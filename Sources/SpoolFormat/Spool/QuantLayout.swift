@@ -16,6 +16,10 @@
 /// - 3 bits: bytes 0..<8 hold the low two bits of each q in the 2-bit layout; bytes 8..<12 are a
 ///           little-endian UInt32 whose bit i is bit 2 of q[i]                       (12 bytes)
 /// So every layout unpacks with shifts and masks of whole vectors (no value straddles a byte).
+///
+/// Compact grids (tensor field `grid` = "i8"): after the quants and the padding, per row two
+/// float16 bounds (D, M) (4 bytes), then per (row, group) an unsigned 8-bit d code and a signed
+/// 8-bit m code (2 bytes); (d, m) = `compactGrid(D, M, codes)`. 16 bits per group instead of 32.
 public enum QuantLayout {
     public static let supportedBits: Set<Int> = [2, 3, 4, 8]
     public static let supportedGroups: Set<Int> = [32, 64, 128]
@@ -34,6 +38,46 @@ public enum QuantLayout {
     /// Offset of the (d, m) block from the tensor's start.
     public static func scaleOffset(rows: Int, cols: Int, bits: Int) -> Int {
         align(rows * rowBytes(cols: cols, bits: bits), tensorAlignment)
+    }
+
+    /// The tensor field `grid` of a tensor whose groups store 8-bit (d, m) codes (see `compactGrid`).
+    public static let compactGridName = "i8"
+
+    /// Total bytes of a tensor; nil when the sizes overflow or the combination is not valid.
+    /// `compactGrid`: the (d, m) block is replaced by per-row bounds and per-group 8-bit codes.
+    public static func tensorBytes(shape: [Int], bits: Int, group: Int, compactGrid: Bool) -> Int? {
+        guard compactGrid else { return tensorBytes(shape: shape, bits: bits, group: group) }
+        guard bits != floatBits, let plain = tensorBytes(shape: shape, bits: bits, group: group) else { return nil }
+        let rows = shape.count == 2 ? shape[0] : 1, cols = shape[shape.count - 1]
+        // Same quants; the 4-byte (d, m) pairs become 2 bytes of codes, plus 4 bytes of bounds per row.
+        return plain - rows * (cols / group) * 2 + rows * 4
+    }
+
+    /// A compact-grid group's (d, m) as float16: d = D * dCode / 255, m = M * mCode / 127, D and M
+    /// its row's float16 bounds. The packer quantizes against exactly these values, and the loader
+    /// expands the codes with this same function, so both see the same grid.
+    @inline(__always)
+    public static func compactGrid(dBound: Float16, mBound: Float16, dCode: UInt8, mCode: Int8) -> (d: Float16, m: Float16) {
+        (Float16(Float(dBound) * Float(dCode) / 255), Float16(Float(mBound) * Float(mCode) / 127))
+    }
+
+    /// Expands a compact-grid tensor's bounds and codes (at `scaleOffset` of `tensor`) into the
+    /// plain layout's (rows, cols / group, (d, m) float16) block at `scales`.
+    public static func expandCompactGrids(tensor: UnsafeRawPointer, rows: Int, cols: Int, bits: Int, group: Int, into scales: UnsafeMutableRawPointer) {
+        let groups = cols / group
+        let bounds = tensor + scaleOffset(rows: rows, cols: cols, bits: bits)
+        let codes = bounds + 4 * rows
+        for r in 0..<rows {
+            let dBound = Float16(bitPattern: UInt16(littleEndian: bounds.loadUnaligned(fromByteOffset: 4 * r, as: UInt16.self)))
+            let mBound = Float16(bitPattern: UInt16(littleEndian: bounds.loadUnaligned(fromByteOffset: 4 * r + 2, as: UInt16.self)))
+            for k in 0..<groups {
+                let i = r * groups + k
+                let (d, m) = compactGrid(dBound: dBound, mBound: mBound, dCode: codes.load(fromByteOffset: 2 * i, as: UInt8.self),
+                                         mCode: codes.load(fromByteOffset: 2 * i + 1, as: Int8.self))
+                scales.storeBytes(of: d.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt16.self)
+                scales.storeBytes(of: m.bitPattern.littleEndian, toByteOffset: 4 * i + 2, as: UInt16.self)
+            }
+        }
     }
 
     /// Total bytes of a tensor; nil when the sizes overflow or the combination is not valid.

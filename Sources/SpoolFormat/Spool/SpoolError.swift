@@ -28,6 +28,7 @@ public enum SpoolError: Error, Equatable, Sendable, CustomStringConvertible {
     case paddingChecksumMismatch(extent: String)
     case badTokenizer(String)
     case missingTensor(String)
+    case badGridEncoding(tensor: String, grid: String)
 
     public var description: String {
         switch self {
@@ -59,6 +60,7 @@ public enum SpoolError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .paddingChecksumMismatch(e): return "extent \(e) is damaged in its padding (tensor checksums match, extent checksum does not)"
         case let .badTokenizer(r): return "tokenizer in header: \(r)"
         case let .missingTensor(t): return "tensor \(t) is missing"
+        case let .badGridEncoding(t, g): return "tensor \(t): grid encoding \"\(g)\" is not known (\"\(QuantLayout.compactGridName)\", or absent for float16)"
         }
     }
 }

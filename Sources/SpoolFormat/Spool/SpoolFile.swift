@@ -14,6 +14,15 @@ public final class SpoolFile {
     public static let preambleSize = 24
     /// Preamble flag bit 0: the header has a `rotation` a reader must honour (see SpoolRotation).
     public static let rotatedFlag: UInt32 = 1
+    /// Preamble flag bit 1: some tensor stores compact grids (`grid` = "i8"). Readers that predate
+    /// them refuse the file by this flag, not by a length check that a 2-group row would pass.
+    public static let compactGridFlag: UInt32 = 2
+    static let knownFlags = rotatedFlag | compactGridFlag
+
+    /// The preamble flags a header needs.
+    public static func flags(for header: SpoolHeader) -> UInt32 {
+        (header.rotation == nil ? 0 : rotatedFlag) | (header.tensors.contains { $0.grid != nil } ? compactGridFlag : 0)
+    }
     /// Extents start and end on this boundary, so O_DIRECT can read them.
     public static let extentAlignment = 4096
     /// A header longer than this is refused before it is read (a 150k-token vocabulary is ~10 MiB).
@@ -47,7 +56,7 @@ public final class SpoolFile {
         version = b.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
         guard version == UInt32(Self.currentVersion) else { throw .unsupportedVersion(version) }
         let flags = b.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian
-        guard flags & ~Self.rotatedFlag == 0 else { throw .unsupportedFeature("preamble flags \(flags)") }
+        guard flags & ~Self.knownFlags == 0 else { throw .unsupportedFeature("preamble flags \(flags)") }
         let headerLength = b.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
         guard headerLength <= UInt64(Self.maxHeaderLength) else {
             throw .headerTooLarge(length: headerLength, limit: Self.maxHeaderLength)
@@ -69,6 +78,10 @@ public final class SpoolFile {
         guard (flags & Self.rotatedFlag != 0) == (header.rotation != nil) else {
             throw .unsupportedFeature(header.rotation == nil ? "preamble flag 1 (rotated) but the header has no rotation"
                                                               : "a rotation in the header but preamble flag 1 (rotated) is clear")
+        }
+        guard (flags & Self.compactGridFlag != 0) == header.tensors.contains(where: { $0.grid != nil }) else {
+            throw .unsupportedFeature(flags & Self.compactGridFlag != 0 ? "preamble flag 2 (compact grids) but no tensor has a grid field"
+                                                                       : "a tensor with a grid field but preamble flag 2 (compact grids) is clear")
         }
         self.header = header
         dataOffset = QuantLayout.align(Self.preambleSize + hl, Self.extentAlignment)
@@ -126,7 +139,8 @@ public final class SpoolFile {
             guard (1...2).contains(t.shape.count), t.shape.allSatisfy({ $0 > 0 && $0 <= 1 << 31 }) else {
                 throw .badShape(tensor: t.name, shape: t.shape)
             }
-            guard let size = QuantLayout.tensorBytes(shape: t.shape, bits: t.bits, group: t.group) else {
+            if let g = t.grid, g != QuantLayout.compactGridName { throw .badGridEncoding(tensor: t.name, grid: g) }
+            guard let size = QuantLayout.tensorBytes(shape: t.shape, bits: t.bits, group: t.group, compactGrid: t.compactGrid) else {
                 throw .badEncoding(tensor: t.name, bits: t.bits, group: t.group)
             }
             guard size == t.length else { throw .sizeMismatch(tensor: t.name, expected: size, actual: t.length) }

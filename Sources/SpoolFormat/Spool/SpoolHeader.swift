@@ -140,8 +140,12 @@ public struct SpoolTensor: Codable, Sendable, Equatable {
     public var length: Int
     /// CRC-32C of the tensor's `length` bytes: it names the damaged tensor when its extent fails.
     public var crc32c: String
+    /// "i8": the groups' (d, m) are 8-bit codes under per-row bounds (see QuantLayout); absent: float16 pairs.
+    public var grid: String?
 
-    public init(name: String, shape: [Int], bits: Int, group: Int, extent: Int = 0, offset: Int = 0, length: Int = 0, crc32c: String = "00000000") {
+    public init(name: String, shape: [Int], bits: Int, group: Int, extent: Int = 0, offset: Int = 0, length: Int = 0, crc32c: String = "00000000",
+                compactGrid: Bool = false) {
+        grid = compactGrid ? QuantLayout.compactGridName : nil
         self.name = name
         self.shape = shape
         self.bits = bits
@@ -154,6 +158,7 @@ public struct SpoolTensor: Codable, Sendable, Equatable {
 
     public var rows: Int { shape.count == 2 ? shape[0] : 1 }
     public var cols: Int { shape.last ?? 0 }
+    public var compactGrid: Bool { grid == QuantLayout.compactGridName }
 }
 
 /// Reserved for the early-exit issue: a (dim, dim) float32 adapter applied to the hidden state after

@@ -63,7 +63,7 @@ public final class SpoolWriter {
             for (ei, e) in plan.enumerated() {
                 var inExtent = 0
                 for var t in e.tensors {
-                    guard let size = QuantLayout.tensorBytes(shape: t.shape, bits: t.bits, group: t.group) else {
+                    guard let size = QuantLayout.tensorBytes(shape: t.shape, bits: t.bits, group: t.group, compactGrid: t.compactGrid) else {
                         throw .badEncoding(tensor: t.name, bits: t.bits, group: t.group)
                     }
                     t.extent = ei
@@ -131,7 +131,7 @@ public final class SpoolWriter {
         guard json.count == headerLength else { throw .invalidHeaderJSON("header changed length while patching checksums") }
         var pre = SpoolFile.magic
         withUnsafeBytes(of: UInt32(SpoolFile.currentVersion).littleEndian) { pre += $0 }
-        withUnsafeBytes(of: (header.rotation == nil ? 0 : SpoolFile.rotatedFlag).littleEndian) { pre += $0 }
+        withUnsafeBytes(of: SpoolFile.flags(for: header).littleEndian) { pre += $0 }
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { pre += $0 }
         try pwriteAll(pre + Array(json), at: 0)
         let end = header.extents.map { $0.offset + $0.length }.max() ?? QuantLayout.align(SpoolFile.preambleSize + json.count, SpoolFile.extentAlignment)

@@ -64,7 +64,7 @@ public struct LlamaSpoolLoader: LlamaWeightLoader {
         let mapped = owner == nil
         return try PackedWeight(rows: rows, cols: cols, bits: t.bits, group: t.group, bytes: data, owner: owner ?? spool, name: name,
                                 activations: activations, interleave: PackedWeight.interleaveAtLoad,
-                                releaseSource: mapped && spool.file.isFileMapping)
+                                releaseSource: mapped && spool.file.isFileMapping, compactGrid: t.compactGrid)
     }
 
     public func vector(_ name: String, _ n: Int, bytes: Bytes) throws(ModelError) -> [Float] {

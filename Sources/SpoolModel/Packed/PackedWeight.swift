@@ -30,6 +30,8 @@ public final class PackedWeight: Int8InputWeight {
     /// `interleaved`, which this weight owns.
     public let panels: Bool
     private let interleaved: UnsafeMutableRawBufferPointer?
+    /// Compact grids expanded to float16 (d, m) pairs (row layout only; the panels copy holds its own).
+    private let expandedScales: UnsafeMutableRawBufferPointer?
     /// The 8-bit activation buffer; a model passes one to all its weights (one forward pass runs at
     /// a time), so that it is allocated once and weights sharing an input quantize it once.
     public let activations: Q8Activations
@@ -44,9 +46,12 @@ public final class PackedWeight: Int8InputWeight {
     ///   - releaseSource: with `interleave`, tell the kernel the source bytes' whole pages are no
     ///     longer needed (`madvise`), so that a file mapping does not stay resident beside the
     ///     copy. Only for bytes that are a read-only file mapping: a later read faults them in again.
+    ///   - compactGrid: the bytes hold compact grids (QuantLayout): they are expanded into float16
+    ///     (d, m) pairs in memory this weight owns, which the kernels read; the quants stay in place.
     public init(rows: Int, cols: Int, bits: Int, group: Int, bytes: UnsafeRawBufferPointer, owner: AnyObject, name: String,
-                activations: Q8Activations? = nil, interleave: Bool = false, releaseSource: Bool = false) throws(ModelError) {
-        guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group), bits != QuantLayout.floatBits,
+                activations: Q8Activations? = nil, interleave: Bool = false, releaseSource: Bool = false, compactGrid: Bool = false) throws(ModelError) {
+        guard let size = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group, compactGrid: compactGrid), bits != QuantLayout.floatBits,
+              let plainSize = QuantLayout.tensorBytes(shape: [rows, cols], bits: bits, group: group),
               let format = PackedQuantFormat(bits: bits, group: group) else {
             throw .spool(.badEncoding(tensor: name, bits: bits, group: group))
         }
@@ -60,24 +65,38 @@ public final class PackedWeight: Int8InputWeight {
         self.owner = owner
         rowBytes = QuantLayout.rowBytes(cols: cols, bits: bits)
         let scaleOffset = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: bits)
+        let scaleBytes = rows * (cols / group) * 4
+        var expanded: UnsafeMutableRawBufferPointer? = nil
+        if compactGrid {
+            let e = UnsafeMutableRawBufferPointer.allocate(byteCount: scaleBytes, alignment: 64)
+            QuantLayout.expandCompactGrids(tensor: base, rows: rows, cols: cols, bits: bits, group: group, into: e.baseAddress!)
+            expanded = e
+        }
+        let sourceScales = expanded.map { UnsafeRawPointer($0.baseAddress!) } ?? base + scaleOffset
         if interleave && PackedPanels.supports(rows: rows, cols: cols, format: format) {
-            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
-            let source = PackedQuantMatrix(quants: base, scales: base + scaleOffset, rows: rows, cols: cols, format: format)
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: plainSize, alignment: 64)
+            let source = PackedQuantMatrix(quants: base, scales: sourceScales, rows: rows, cols: cols, format: format)
             PackedPanels.interleave(source, toQuants: copy.baseAddress!, toScales: copy.baseAddress! + scaleOffset)
             if releaseSource { PageAdvice.dontNeed(bytes) }
+            expanded?.deallocate()
+            expandedScales = nil
             interleaved = copy
             panels = true
             quants = UnsafePointer(copy.baseAddress!.assumingMemoryBound(to: UInt8.self))
             scales = UnsafeRawPointer(copy.baseAddress! + scaleOffset)
         } else {
+            expandedScales = expanded
             interleaved = nil
             panels = false
             quants = base.assumingMemoryBound(to: UInt8.self)
-            scales = base + scaleOffset
+            scales = sourceScales
         }
     }
 
-    deinit { interleaved?.deallocate() }
+    deinit {
+        interleaved?.deallocate()
+        expandedScales?.deallocate()
+    }
 
     public var byteCount: Int { rows * rowBytes + rows * (cols / group) * 4 }
 
