@@ -40,7 +40,7 @@ enum InspectSpool {
                 let v = byBits[t.bits, default: (0, 0, 0)]
                 byBits[t.bits] = (v.0 + 1, v.1 + n, v.2 + t.length)
                 if listTensors {
-                    let enc = t.bits == QuantLayout.floatBits ? "f32" : "q\(t.bits)/g\(t.group)"
+                    let enc = t.bits == QuantLayout.floatBits ? "f32" : "q\(t.bits)/g\(t.group)\(t.compactGrid ? "c" : "")"
                     print(String(format: "    %-28@ %-12@ %-7@ +%-8d %9d B  %.3f bits/weight", t.name, "\(t.shape)", enc, t.offset, t.length, Double(8 * t.length) / Double(n)))
                 }
             }

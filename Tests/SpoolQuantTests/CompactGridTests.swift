@@ -2,6 +2,7 @@ import Foundation
 import SpoolFormat
 import SpoolKernels
 import SpoolModel
+import SpoolRuntime
 @testable import SpoolQuant
 import XCTest
 
@@ -107,5 +108,40 @@ final class CompactGridTests: XCTestCase {
         // Decoding a choice saved before compact grids existed.
         let old = try JSONDecoder().decode(QuantChoice.self, from: Data(#"{"bits":4,"group":64}"#.utf8))
         XCTAssertEqual(old, try QuantChoice(bits: 4, group: 64))
+    }
+}
+
+/// A compact-grid pack of the tiny model: its directory says so, it loads resident and streamed
+/// (the streamed blocks expand their codes out of the ring buffer) with the same logits, and it
+/// stays about as close to the source as the float16-grid pack.
+final class CompactGridPackTests: XCTestCase {
+    func testCompactPackLoadsResidentAndStreamedAndTracksTheFloat16Pack() throws {
+        let gguf = try PackEndToEndTests.tinyGGUF(tied: true)
+        defer { try? FileManager.default.removeItem(atPath: gguf) }
+        let e2e = PackEndToEndTests(name: "helper", testClosure: { _ in })   // its pack and logits helpers
+        let plain = try e2e.pack(gguf, method: .gptq, bits: 3, keep: ["embed": 4])
+        let compact = try e2e.pack(gguf, method: .gptq, bits: 3, keep: ["embed": 4]) { $0.compactGrids = true }
+        defer { for p in [plain, compact] { try? FileManager.default.removeItem(atPath: p) } }
+
+        let f = try SpoolFile(path: compact)
+        let quantized = f.header.tensors.filter { $0.bits != QuantLayout.floatBits }
+        XCTAssertFalse(quantized.isEmpty)
+        XCTAssertTrue(quantized.allSatisfy(\.compactGrid))
+        try f.verifyAll()
+        XCTAssertLessThan(try SpoolFile(path: compact).file.bytes.count, try SpoolFile(path: plain).file.bytes.count + 4096)
+
+        let tokens = PackEndToEndTests.randomSequence(seed: 77)
+        let source = try e2e.logits(Engine(path: gguf, options: EngineOptions(threads: 2)), tokens)
+        let resident = try e2e.logits(Engine(path: compact, options: EngineOptions(threads: 2)), tokens)
+        var streamedOptions = EngineOptions(threads: 2)
+        var s = StreamingOptions(memoryBudget: 2 << 20, backend: .pread, prefetchDepth: 1)
+        s.contextLength = 64
+        streamedOptions.streaming = s
+        let streamedEngine = try Engine(path: compact, options: streamedOptions)
+        XCTAssertNotNil(streamedEngine.streamedLayers)
+        XCTAssertEqual(try e2e.logits(streamedEngine, tokens), resident)
+        let plainLogits = try e2e.logits(Engine(path: plain, options: EngineOptions(threads: 2)), tokens)
+        func err(_ l: [Float]) -> Float { zip(source, l).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) }
+        XCTAssertLessThan(err(resident), err(plainLogits) * Float(MAX_COMPACT_GPTQ_CASE_RATIO))
     }
 }
