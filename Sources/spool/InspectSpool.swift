@@ -16,8 +16,9 @@ enum InspectSpool {
         if !q.overrides.isEmpty { method += ", overrides " + q.overrides.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
         if let c = q.calibration { method += ", calibration \(c) (\(q.calibrationTokens ?? 0) tokens)" }
         if let g = q.groupOverrides, !g.isEmpty { method += ", group overrides " + g.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
-        if let d = q.damping { method += ", damping \(d)" }
-        if let d = q.headDamping { method += ", head damping \(d)" }
+        // Damping comes from a Float option: %g prints 0.01 rather than its double expansion.
+        if let d = q.damping { method += String(format: ", damping %g", d) }
+        if let d = q.headDamping { method += String(format: ", head damping %g", d) }
         if q.actOrder { method += ", act-order" }
         if let r = q.refitRounds { method += ", grid refit \(r) round\(r == 1 ? "" : "s")" }
         if q.trueSequential == true { method += ", true-sequential" }
