@@ -48,18 +48,24 @@ struct CompactGridRow {
               importance: UnsafePointer<Float>?) -> (grid: GroupGrid, d: UInt8, m: Int8) {
         let d0 = dBound > 0 ? Int((fitted.d / Float(dBound) * 255).rounded()) : 0
         let m0 = mBound > 0 ? Int((fitted.m / Float(mBound) * 127).rounded()) : 0
-        var best: (grid: GroupGrid, d: UInt8, m: Int8)? = nil
+        func codes(_ c: Int, _ range: ClosedRange<Int>) -> ClosedRange<Int> { range.clamp(c - 1)...range.clamp(c + 1) }
+        var best = (grid: grid(d: 0, m: 0), d: UInt8(0), m: Int8(0))
         var bestError = Float.infinity
-        for dc in Set([d0 - 1, d0, d0 + 1].map { min(max($0, 0), 255) }) {
-            for mc in Set([m0 - 1, m0, m0 + 1].map { min(max($0, -127), 127) }) {
+        // Ascending codes and a strict `<`: ties go to the lowest (d, m) codes.
+        for dc in codes(d0, 0...255) {
+            for mc in codes(m0, -127...127) {
                 let g = grid(d: UInt8(dc), m: Int8(mc))
                 let e = g.error(values, count: count, stride: 1, maxQ: maxQ, importance: importance)
-                if best == nil || e < bestError || (e == bestError && (dc, mc) < (Int(best!.d), Int(best!.m))) {
+                if e < bestError {
                     best = (g, UInt8(dc), Int8(mc))
                     bestError = e
                 }
             }
         }
-        return best!
+        return best
     }
+}
+
+extension ClosedRange where Bound == Int {
+    func clamp(_ x: Int) -> Int { Swift.min(Swift.max(x, lowerBound), upperBound) }
 }

@@ -185,14 +185,15 @@ public enum GPTQ {
                             // The grid comes from the group's current (error-compensated) weights.
                             for r in 0..<rows {
                                 for k in 0..<g { groupVals[k] = W[r * cols + position[grp * g + k]] }
-                                let fitted = groupVals.withUnsafeBufferPointer { v in
+                                let grid = groupVals.withUnsafeBufferPointer { v in
                                     factor.importance.withUnsafeBufferPointer { imp in
                                         let importance = weighted ? imp.baseAddress! + grp * g : nil
-                                        let grid = GroupGrid.fit(v.baseAddress!, count: g, maxQ: maxQ, importance: importance)
-                                        return compactRows.isEmpty ? (grid, nil) : (grid, compactRows[r].snap(grid, v.baseAddress!, count: g, maxQ: maxQ, importance: importance))
+                                        let fitted = GroupGrid.fit(v.baseAddress!, count: g, maxQ: maxQ, importance: importance)
+                                        guard !compactRows.isEmpty else { return fitted }
+                                        return out.setCompact(r * gpr + grp, compactRows[r].snap(fitted, v.baseAddress!, count: g, maxQ: maxQ, importance: importance))
                                     }
                                 }
-                                out.grids[r * gpr + grp] = fitted.1.map { out.setCompact(r * gpr + grp, $0) } ?? fitted.0
+                                out.grids[r * gpr + grp] = grid
                             }
                             gridReady[grp] = true
                         }

@@ -206,13 +206,12 @@ public struct QuantizedMatrix: Sendable {
                     p += chunkBytes
                 }
             }
-            let s = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: spec.bits)
-            let raw = UnsafeMutableRawPointer(o.baseAddress! + s)
             if spec.compactGrid {
-                for (i, b) in rowBounds.enumerated() { raw.storeBytes(of: b.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-                for (i, c) in gridCodes.enumerated() { raw.storeBytes(of: c, toByteOffset: 4 * rows + i, as: UInt8.self) }
+                QuantLayout.storeCompactGrids(bounds: rowBounds, codes: gridCodes, rows: rows, cols: cols, bits: spec.bits, into: o.baseAddress!)
                 return
             }
+            let s = QuantLayout.scaleOffset(rows: rows, cols: cols, bits: spec.bits)
+            let raw = UnsafeMutableRawPointer(o.baseAddress! + s)
             for (i, g) in grids.enumerated() {
                 raw.storeBytes(of: Float16(g.d).bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt16.self)
                 raw.storeBytes(of: Float16(g.m).bitPattern.littleEndian, toByteOffset: 4 * i + 2, as: UInt16.self)

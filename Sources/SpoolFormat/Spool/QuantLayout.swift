@@ -61,6 +61,14 @@ public enum QuantLayout {
         (Float16(Float(dBound) * Float(dCode) / 255), Float16(Float(mBound) * Float(mCode) / 127))
     }
 
+    /// Writes a compact-grid tensor's bounds ((D, M) float16 bits per row) and codes ((d, m) per
+    /// group) after its quants; `expandCompactGrids` reads them back.
+    public static func storeCompactGrids(bounds: [UInt16], codes: [UInt8], rows: Int, cols: Int, bits: Int, into tensor: UnsafeMutableRawPointer) {
+        let b = tensor + scaleOffset(rows: rows, cols: cols, bits: bits)
+        for (i, v) in bounds.enumerated() { b.storeBytes(of: v.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+        for (i, c) in codes.enumerated() { b.storeBytes(of: c, toByteOffset: 4 * rows + i, as: UInt8.self) }
+    }
+
     /// Expands a compact-grid tensor's bounds and codes (at `scaleOffset` of `tensor`) into the
     /// plain layout's (rows, cols / group, (d, m) float16) block at `scales`.
     public static func expandCompactGrids(tensor: UnsafeRawPointer, rows: Int, cols: Int, bits: Int, group: Int, into scales: UnsafeMutableRawPointer) {

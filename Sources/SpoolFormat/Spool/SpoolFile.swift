@@ -79,7 +79,7 @@ public final class SpoolFile {
             throw .unsupportedFeature(header.rotation == nil ? "preamble flag 1 (rotated) but the header has no rotation"
                                                               : "a rotation in the header but preamble flag 1 (rotated) is clear")
         }
-        guard (flags & Self.compactGridFlag != 0) == header.tensors.contains(where: { $0.grid != nil }) else {
+        guard flags & Self.compactGridFlag == Self.flags(for: header) & Self.compactGridFlag else {
             throw .unsupportedFeature(flags & Self.compactGridFlag != 0 ? "preamble flag 2 (compact grids) but no tensor has a grid field"
                                                                        : "a tensor with a grid field but preamble flag 2 (compact grids) is clear")
         }
